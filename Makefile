@@ -1,0 +1,52 @@
+# Bastion task runner. `make run` serves the embedded profile; `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint unit test-embedded test-scaleout e2e bench lock clean browser
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall whenever a lock file or the project metadata changes.
+$(STAMP): $(BIN)/python requirements.lock requirements-dev.lock pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/bastion serve
+
+# Chromium for the browser suite comes from Debian; playwright never downloads a browser here.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser suite"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/bandit -q -c pyproject.toml -r src --severity-level medium
+	$(BIN)/lint-imports
+
+test-embedded: $(STAMP) browser
+	BASTION_TEST_PROFILE=embedded $(BIN)/pytest -q $(PYTEST_ARGS) || exit $$?
+
+test-scaleout: $(STAMP) browser
+	BASTION_TEST_PROFILE=scaleout $(BIN)/pytest -q -m "not e2e" tests/functional tests/security $(PYTEST_ARGS)
+
+test: lint test-embedded test-scaleout
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+# Re-pin dependencies with hashes (needs pip-tools in the active environment).
+lock:
+	pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o requirements.lock requirements.in
+	pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o requirements-dev.lock requirements-dev.in
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Accounts: registration, confirmation, sign-in, sign-out, profile and first-admin setup."""

@@ -1,0 +1,62 @@
+"""HTML forms for accounts: WTForms validation on the server, with field messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+
+MAX_PASSWORD = 1024
+
+
+def printable(form: Any, field: Any) -> None:
+    """Refuse control characters (and the U+FFFD that invalid UTF-8 decodes to)."""
+    value = field.data or ""
+    if any(ord(ch) < 32 or ch in "\x7f\ufffd" for ch in value):
+        raise ValidationError("This field contains characters that are not allowed.")
+
+
+class RegisterForm(FlaskForm):  # type: ignore[misc]
+    email = EmailField("Email address", validators=[DataRequired(), Length(max=320), printable])
+    name = StringField("Display name", validators=[DataRequired(), Length(max=100), printable])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    password_confirm = PasswordField(
+        "Repeat password",
+        validators=[DataRequired(), EqualTo("password", message="The passwords do not match.")],
+    )
+
+
+class LoginForm(FlaskForm):  # type: ignore[misc]
+    email = EmailField("Email address", validators=[DataRequired(), Length(max=320)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    remember = BooleanField("Keep me signed in on this device", default=False)
+
+
+class ConfirmForm(FlaskForm):  # type: ignore[misc]
+    """A button: mail scanners that prefetch links must not consume one-time tokens."""
+
+
+class ChangePasswordForm(FlaskForm):  # type: ignore[misc]
+    current_password = PasswordField(
+        "Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD)]
+    )
+    new_password = PasswordField(
+        "New password", validators=[DataRequired(), Length(max=MAX_PASSWORD)]
+    )
+    new_password_confirm = PasswordField(
+        "Repeat new password",
+        validators=[
+            DataRequired(),
+            EqualTo("new_password", message="The passwords do not match."),
+        ],
+    )
+
+
+class SetupForm(RegisterForm):
+    """The first admin's account."""
+
+
+class LogoutForm(FlaskForm):  # type: ignore[misc]
+    """Logout is a POST with a CSRF token; a GET never signs anyone out."""

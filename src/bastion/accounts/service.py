@@ -1,0 +1,278 @@
+"""Account rules: registration, confirmation, authentication, password change, admin setup.
+
+Services take explicit arguments (the actor, the mailer, the site's URL) and never read
+the request, so they are tested without HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from bastion.accounts.models import User
+from bastion.audit import Actor, EventTag, Outcome, record, record_failure
+from bastion.core.clock import utcnow
+from bastion.core.db import db
+from bastion.core.mail import Mailer, MailMessage
+from bastion.security import passwords
+from bastion.security.permissions import Role
+from bastion.security.tokens import InvalidToken, TokenPurpose, consume, issue, verify
+
+SITE_WORD = "bastion"
+
+
+class AccountError(ValueError):
+    """A request the rules refuse; the message is safe to show the user."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """What mails need to know about the installation: its public URL, never the Host header."""
+
+    public_url: str
+    min_password_length: int
+
+
+def normalise_email(raw: str) -> str:
+    """Return the canonical, lower-cased address or raise AccountError."""
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        raise AccountError("Enter a valid email address.") from None
+    return result.normalized.lower()
+
+
+def context_words(email: str, name: str) -> list[str]:
+    """Words a password must not lean on (NIST SP 800-63B-4 context-specific words)."""
+    return [email.split("@")[0], *name.split(), SITE_WORD]
+
+
+def password_problems(password: str, *, email: str, name: str, site: Site) -> list[str]:
+    return passwords.check_password_policy(
+        password, min_length=site.min_password_length, context_words=context_words(email, name)
+    )
+
+
+def find_by_email(email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.email == email))
+
+
+def _link(site: Site, path: str) -> str:
+    return site.public_url.rstrip("/") + path
+
+
+# ------------------------------------------------------------------------ register
+def register(
+    *, email: str, name: str, password: str, actor: Actor, mailer: Mailer, site: Site
+) -> None:
+    """Create an unconfirmed account and mail its confirmation link.
+
+    An address that already has an account gets a mail saying so instead, and nothing is
+    written: the caller shows the same page either way, so registration reveals nothing.
+    Both paths hash once, so they also take the same time.
+    """
+    password_hash = passwords.hash_password(password)
+    existing = find_by_email(email)
+    if existing is not None:
+        if existing.confirmed_at is None:
+            _send_confirmation(existing, mailer, site)
+        else:
+            mailer.send(
+                MailMessage(
+                    to=email,
+                    subject="Someone tried to register with your address",
+                    body=(
+                        "Someone tried to create a Bastion account with this address, which "
+                        "already has one. If it was you, sign in instead:\n\n"
+                        f"{_link(site, '/auth/login')}\n\n"
+                        "If it wasn't, you can ignore this message.\n"
+                    ),
+                )
+            )
+        return
+    user = User(email=email, name=name, password_hash=password_hash, role=Role.USER.value)
+    db.session.add(user)
+    try:
+        db.session.flush()
+    except IntegrityError:  # a concurrent registration won the race: same silent answer
+        db.session.rollback()
+        return
+    record(EventTag.REGISTER, actor, target=email)
+    db.session.commit()
+    _send_confirmation(user, mailer, site)
+
+
+def _send_confirmation(user: User, mailer: Mailer, site: Site) -> None:
+    token = issue(TokenPurpose.CONFIRM_EMAIL, str(user.id), email=user.email)
+    mailer.send(
+        MailMessage(
+            to=user.email,
+            subject="Confirm your Bastion account",
+            body=(
+                f"Hello {user.name},\n\nConfirm your account within 48 hours:\n\n"
+                f"{_link(site, '/auth/confirm/' + token)}\n\n"
+                "If you did not register, ignore this message.\n"
+            ),
+        )
+    )
+
+
+def check_confirmation(token: str) -> None:
+    """Raise AccountError unless the confirmation token is still good (GET shows a button)."""
+    try:
+        verify(TokenPurpose.CONFIRM_EMAIL, token)
+    except InvalidToken:
+        raise AccountError("This confirmation link is invalid or has expired.") from None
+
+
+def confirm(token: str, actor: Actor) -> User:
+    """Activate the account a confirmation token names; the token works once."""
+    try:
+        payload = consume(TokenPurpose.CONFIRM_EMAIL, token)
+    except InvalidToken:
+        raise AccountError("This confirmation link is invalid or has expired.") from None
+    user = db.session.get(User, int(payload["sub"]))
+    if user is None or user.email != payload.get("email"):
+        db.session.rollback()
+        raise AccountError("This confirmation link is invalid or has expired.")
+    if user.confirmed_at is None:
+        user.confirmed_at = utcnow()
+    record(EventTag.CONFIRM, actor, target=user.email)
+    db.session.commit()
+    return user
+
+
+# ------------------------------------------------------------------ authentication
+def authenticate(email_input: str, password: str, actor: Actor) -> User | None:
+    """Return the user these credentials prove, else None — after the same work either way.
+
+    Unknown address, wrong password and disabled account each cost exactly one argon2
+    verify (a dummy hash stands in for unknown users) and give the caller the same None.
+    """
+    try:
+        email = normalise_email(email_input)
+    except AccountError:
+        email = None
+    user = find_by_email(email) if email is not None else None
+    ok = passwords.verify_password(user.password_hash if user else None, password)
+    if not ok or user is None or not user.active:
+        record_failure(
+            EventTag.LOGIN_FAILURE,
+            actor,
+            target=email or email_input[:320],
+            details={"known_account": user is not None},
+        )
+        return None
+    if passwords.needs_rehash(user.password_hash):
+        # Parameters changed since this hash was made: upgrade it now (OWASP Password Storage).
+        user.password_hash = passwords.hash_password(password)
+        db.session.commit()
+    return user
+
+
+def record_login(user: User, actor: Actor, *, remember: bool) -> None:
+    record(
+        EventTag.LOGIN_SUCCESS,
+        Actor(user_id=user.id, email=user.email, ip=actor.ip, request_id=actor.request_id),
+        target=user.email,
+        details={"remember": remember},
+    )
+    db.session.commit()
+
+
+def resend_confirmation(user: User, mailer: Mailer, site: Site) -> None:
+    _send_confirmation(user, mailer, site)
+
+
+# ------------------------------------------------------------------- password change
+def change_password(user: User, *, current: str, new: str, actor: Actor, site: Site) -> None:
+    """Replace the password after proving the current one (ASVS 6.2.3)."""
+    if not passwords.verify_password(user.password_hash, current):
+        record_failure(EventTag.PASSWORD_CHANGE, actor, target=user.email)
+        raise AccountError("Your current password is not correct.")
+    problems = password_problems(new, email=user.email, name=user.name, site=site)
+    if problems:
+        raise AccountError(" ".join(problems))
+    user.password_hash = passwords.hash_password(new)
+    user.password_changed_at = utcnow()
+    record(EventTag.PASSWORD_CHANGE, actor, target=user.email)
+    db.session.commit()
+
+
+# ------------------------------------------------------------------- creating users
+def create_user(
+    *, email: str, name: str, password: str, role: str, actor: Actor, site: Site
+) -> User:
+    """Create a confirmed account (CLI and admin setup); the password policy still applies."""
+    email = normalise_email(email)
+    try:
+        Role(role)
+    except ValueError:
+        raise AccountError(f"Unknown role {role!r}.") from None
+    name = name.strip()
+    if not name:
+        raise AccountError("Enter a name.")
+    problems = password_problems(password, email=email, name=name, site=site)
+    if problems:
+        raise AccountError(" ".join(problems))
+    if find_by_email(email) is not None:
+        raise AccountError("An account with that email address already exists.")
+    user = User(
+        email=email,
+        name=name,
+        password_hash=passwords.hash_password(password),
+        role=role,
+        confirmed_at=utcnow(),
+    )
+    db.session.add(user)
+    db.session.flush()
+    record(EventTag.USER_CREATED, actor, target=email, details={"role": role})
+    db.session.commit()
+    return user
+
+
+def admin_exists() -> bool:
+    count = db.session.scalar(
+        select(func.count()).select_from(User).where(User.role == Role.ADMIN.value)
+    )
+    return bool(count)
+
+
+def issue_setup_link(site: Site) -> str | None:
+    """A one-time link that creates the first admin, or None when an admin exists."""
+    if admin_exists():
+        return None
+    return _link(site, "/setup/" + issue(TokenPurpose.ADMIN_SETUP, "first-admin"))
+
+
+def check_setup_token(token: str) -> None:
+    if admin_exists():
+        raise AccountError("This setup link is no longer valid.")
+    try:
+        verify(TokenPurpose.ADMIN_SETUP, token)
+    except InvalidToken:
+        raise AccountError("This setup link is no longer valid.") from None
+
+
+def setup_admin(
+    token: str, *, email: str, name: str, password: str, actor: Actor, site: Site
+) -> User:
+    """Create the first admin through a setup token; refused once any admin exists."""
+    check_setup_token(token)
+    try:
+        consume(TokenPurpose.ADMIN_SETUP, token)
+    except InvalidToken:
+        raise AccountError("This setup link is no longer valid.") from None
+    try:
+        user = create_user(
+            email=email, name=name, password=password, role=Role.ADMIN.value, actor=actor, site=site
+        )
+    except AccountError:
+        db.session.rollback()  # the token stays unused: the form can be corrected and resent
+        raise
+    record(EventTag.ADMIN_SETUP, actor, target=user.email, outcome=Outcome.SUCCESS)
+    db.session.commit()
+    return user

@@ -1,0 +1,122 @@
+"""The composition root: `create_app` wires every layer in one fixed, commented order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from bastion.core import request_log
+from bastion.core.db import db, engine_options, install_sqlite_pragmas
+from bastion.core.errors import register_error_handlers
+from bastion.core.logging import configure_logging
+from bastion.core.mail import build_mailer
+from bastion.extensions import login_manager, migrate
+from bastion.security import csrf, headers, rate_limit, sessions
+from bastion.security.body_limit import enforce_body_limit
+from bastion.security.policy import assert_every_endpoint_declared, enforce_policy
+from bastion.settings import Environment, Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from `settings` (default: the environment); refuse unsafe settings."""
+    settings = settings or Settings.from_env()
+    settings.check()  # 1. production guards before anything else exists
+
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    _configure(app, settings)
+    configure_logging(settings.log_level)
+
+    # 2. Proxies: trust exactly the configured number of hops, never a client's claim.
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
+
+    # 3. Hooks that run before any session or database work, in this order:
+    #    request id, body-size limit, then per-IP rate limits (Flask-Limiter's hook).
+    request_log.init_app(app)
+    app.before_request(enforce_body_limit)
+    rate_limit.init_app(app, settings)
+
+    # 4. Data layer and the stores built on it.
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
+    with app.app_context():
+        install_sqlite_pragmas(db.engine)
+    sessions.init_app(app, settings)
+    _init_login(app)
+
+    # 5. Request checks that need the session: CSRF, then the route's access policy.
+    csrf.init_app(app)
+    app.before_request(enforce_policy)
+
+    # 6. Response headers on every response, errors and static files included.
+    headers.init_app(app, settings.hsts_preload)
+
+    # 7. Services the features use.
+    app.extensions["bastion.mailer"] = build_mailer(
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        smtp_security=settings.smtp_security,
+        smtp_username=settings.smtp_username,
+        smtp_password=settings.smtp_password,
+        smtp_timeout=settings.smtp_timeout_seconds,
+        sender=settings.mail_from,
+        outbox_dir=settings.instance_path / "outbox",
+    )
+
+    # 8. Features.
+    from bastion.accounts.views import bp as accounts_bp
+    from bastion.web.views import bp as web_bp
+
+    app.register_blueprint(web_bp)
+    app.register_blueprint(accounts_bp)
+
+    # 9. Errors, and finally: every route must have declared who may enter.
+    register_error_handlers(app)
+    assert_every_endpoint_declared(app)
+    return app
+
+
+def _configure(app: Flask, settings: Settings) -> None:
+    if settings.is_sqlite:
+        settings.instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    app.extensions["bastion.settings"] = settings
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
+        DEBUG=settings.debug,
+        TESTING=settings.env is Environment.TESTING,
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        MAX_CONTENT_LENGTH=settings.max_request_kb * 1024,
+        MAX_FORM_MEMORY_SIZE=256 * 1024,
+        MAX_FORM_PARTS=200,
+        SQLALCHEMY_DATABASE_URI=settings.sqlalchemy_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(
+            settings.sqlalchemy_url, settings.db_connect_timeout_seconds
+        ),
+        BASTION_PUBLIC_URL=settings.public_url,
+        BASTION_MIN_PASSWORD=settings.password_min_length,
+        WTF_CSRF_TIME_LIMIT=3600,
+        TEMPLATES_AUTO_RELOAD=False,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+    )
+
+
+def _init_login(app: Flask) -> None:
+    from bastion.accounts.models import User
+
+    login_manager.init_app(app)
+    # Flask-Login 0.6.3 builds its session identifier from the raw X-Forwarded-For header;
+    # the server-side session is the binding, so its protection mode is off.
+    login_manager.session_protection = None
+
+    @login_manager.user_loader  # type: ignore[untyped-decorator]
+    def load_user(user_id: str) -> User | None:
+        user = db.session.get(User, int(user_id))
+        # A disabled or unconfirmed account is anonymous from its next request on.
+        return user if user is not None and user.is_active else None

@@ -1,0 +1,40 @@
+"""The closed set of audit event types and who caused an event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventTag(StrEnum):
+    LOGIN_SUCCESS = "auth.login.success"
+    LOGIN_FAILURE = "auth.login.failure"
+    LOGOUT = "auth.logout"
+    REGISTER = "account.register"
+    CONFIRM = "account.confirm"
+    PASSWORD_CHANGE = "account.password.change"  # noqa: S105 - an event name
+    USER_CREATED = "account.created"
+    ADMIN_SETUP = "admin.setup"
+    CSRF_FAILURE = "security.csrf.failure"
+    AUTHZ_DENIED = "security.authz.denied"
+    RATE_LIMITED = "security.rate_limited"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it and from where; user fields are None for anonymous callers."""
+
+    user_id: int | None = None
+    email: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls(email="system")

@@ -1,0 +1,81 @@
+"""The `bastion` console script: a Flask CLI group over `create_app`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select
+
+from bastion.audit import Actor
+from bastion.core.clock import utcnow
+from bastion.core.db import db
+from bastion.security.permissions import Role
+
+
+def _create_app() -> Flask:
+    from bastion.app import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
+def main() -> None:
+    """Manage a Bastion installation (run from the directory that holds `instance/`)."""
+
+
+users = click.Group("users", help="Create and list accounts.")
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.USER.value)
+@with_appcontext
+def users_create(email: str, name: str, role: str) -> None:
+    """Create a confirmed account; the password is read from standard input."""
+    from bastion.accounts import service
+
+    password = sys.stdin.readline().rstrip("\n")
+    settings = current_app.extensions["bastion.settings"]
+    site = service.Site(settings.public_url, settings.password_min_length)
+    try:
+        user = service.create_user(
+            email=email, name=name, password=password, role=role, actor=Actor.system(), site=site
+        )
+    except service.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {user.email} ({user.role})")
+
+
+@users.command("list")
+@with_appcontext
+def users_list() -> None:
+    """List accounts: email, role, state."""
+    from bastion.accounts.models import User
+
+    for user in db.session.scalars(select(User).order_by(User.id)):
+        state = "active" if user.active else "disabled"
+        if user.confirmed_at is None:
+            state += ",unconfirmed"
+        click.echo(f"{user.id}\t{user.email}\t{user.role}\t{state}")
+
+
+sessions_group = click.Group("sessions", help="Server-side session maintenance.")
+
+
+@sessions_group.command("purge")
+@with_appcontext
+def sessions_purge() -> None:
+    """Delete expired sessions (the embedded profile; Redis expires keys itself)."""
+    from bastion.security.sessions import manager
+
+    policy = manager().policy
+    removed = manager().store.purge_expired(utcnow(), int(policy.idle.total_seconds()))
+    click.echo(f"removed {removed} expired sessions")
+
+
+main.add_command(users)
+main.add_command(sessions_group)

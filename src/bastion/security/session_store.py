@@ -1,0 +1,284 @@
+"""Where server-side sessions live: a database table (embedded) or Redis (scale-out).
+
+We store JSON only. Flask-Session 0.8 falls back to ``pickle.loads`` on stored data that is
+not valid msgpack/JSON, so anyone able to write to Redis could run code in the app; a
+store of our own is ~150 lines and has no such path (ASVS 1.5.2).
+
+Records are keyed by the SHA-256 of the session id, so a leaked table or Redis dump holds
+no usable session ids.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import redis
+from sqlalchemy import ForeignKey, RowMapping, String, Table, Text, delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bastion.core.db import Base
+from bastion.core.errors import DependencyUnavailable
+
+
+class SessionStoreUnavailable(DependencyUnavailable):
+    """The session store did not answer; the request must fail closed with a 503."""
+
+
+@dataclass
+class SessionRecord:
+    """One server-side session: its owner, data and the times that bound its life."""
+
+    key: str
+    user_id: int | None
+    data: dict[str, Any]
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    auth_at: datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        doc = asdict(self)
+        for name in ("created_at", "last_seen_at", "expires_at", "auth_at"):
+            value = doc[name]
+            doc[name] = value.isoformat() if value is not None else None
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> SessionRecord:
+        doc = json.loads(raw)
+        for name in ("created_at", "last_seen_at", "expires_at", "auth_at"):
+            if doc.get(name) is not None:
+                doc[name] = datetime.fromisoformat(doc[name])
+        return cls(**doc)
+
+
+class SessionStore(Protocol):
+    def get(self, key: str) -> SessionRecord | None: ...
+    def save(self, record: SessionRecord, idle_seconds: int) -> None: ...
+    def touch(self, record: SessionRecord, idle_seconds: int) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def delete_for_user(self, user_id: int, *, keep: str | None = None) -> int: ...
+    def list_for_user(self, user_id: int) -> list[SessionRecord]: ...
+    def purge_expired(self, now: datetime, idle_seconds: int) -> int: ...
+    def ping(self) -> None: ...
+
+
+class StoredSession(Base):
+    """The embedded profile's session table."""
+
+    __tablename__ = "sessions"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    auth_at: Mapped[datetime | None]
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+
+def _row_values(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "user_id": record.user_id,
+        "data": json.dumps({"data": record.data, "extra": record.extra}),
+        "created_at": record.created_at,
+        "last_seen_at": record.last_seen_at,
+        "expires_at": record.expires_at,
+        "auth_at": record.auth_at,
+        "ip": record.ip,
+        "user_agent": (record.user_agent or "")[:512] or None,
+    }
+
+
+def _record_from_row(row: RowMapping) -> SessionRecord:
+    payload = json.loads(row["data"])
+    return SessionRecord(
+        key=row["key"],
+        user_id=row["user_id"],
+        data=payload["data"],
+        extra=payload.get("extra", {}),
+        created_at=row["created_at"],
+        last_seen_at=row["last_seen_at"],
+        expires_at=row["expires_at"],
+        auth_at=row["auth_at"],
+        ip=row["ip"],
+        user_agent=row["user_agent"],
+    )
+
+
+class SqlSessionStore:
+    """Sessions in the database, written on their own short connection.
+
+    A separate connection keeps session writes out of the request's unit of work: a view
+    that fails and rolls back never has its half-done changes committed by a session save.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.table: Table = StoredSession.__table__  # type: ignore[assignment]
+
+    def get(self, key: str) -> SessionRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(self.table).where(self.table.c.key == key)).mappings().first()
+        return None if row is None else _record_from_row(row)
+
+    def save(self, record: SessionRecord, idle_seconds: int) -> None:
+        values = _row_values(record)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                update(StoredSession).where(StoredSession.key == record.key).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(self.table.insert().values(**values))
+
+    def touch(self, record: SessionRecord, idle_seconds: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(StoredSession)
+                .where(StoredSession.key == record.key)
+                .values(last_seen_at=record.last_seen_at)
+            )
+
+    def delete(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(StoredSession).where(StoredSession.key == key))
+
+    def delete_for_user(self, user_id: int, *, keep: str | None = None) -> int:
+        statement = delete(StoredSession).where(StoredSession.user_id == user_id)
+        if keep is not None:
+            statement = statement.where(StoredSession.key != keep)
+        with self.engine.begin() as conn:
+            return int(conn.execute(statement).rowcount)
+
+    def list_for_user(self, user_id: int) -> list[SessionRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(self.table).where(self.table.c.user_id == user_id))
+            return [_record_from_row(row) for row in rows.mappings()]
+
+    def purge_expired(self, now: datetime, idle_seconds: int) -> int:
+        idle_cutoff = now - timedelta(seconds=idle_seconds)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(StoredSession).where(
+                    (StoredSession.expires_at <= now) | (StoredSession.last_seen_at <= idle_cutoff)
+                )
+            )
+            return int(result.rowcount)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+
+class RedisSessionStore:
+    """Sessions in Redis: one key per session (TTL = idle timeout) and a set per user."""
+
+    def __init__(self, client: redis.Redis[bytes], prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}session:{key}"
+
+    def _user_index(self, user_id: int) -> str:
+        return f"{self.prefix}user-sessions:{user_id}"
+
+    @staticmethod
+    def _ttl(record: SessionRecord, idle_seconds: int) -> int:
+        absolute = int((record.expires_at - record.last_seen_at).total_seconds())
+        return max(1, min(idle_seconds, absolute))
+
+    def get(self, key: str) -> SessionRecord | None:
+        try:
+            raw = self.client.get(self._key(key))
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable from exc
+        if raw is None:
+            return None
+        return SessionRecord.from_json(raw)
+
+    def save(self, record: SessionRecord, idle_seconds: int) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self._key(record.key), record.to_json(), ex=self._ttl(record, idle_seconds))
+            if record.user_id is not None:
+                index = self._user_index(record.user_id)
+                pipe.sadd(index, record.key)
+                pipe.expireat(index, record.expires_at)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable from exc
+
+    def touch(self, record: SessionRecord, idle_seconds: int) -> None:
+        self.save(record, idle_seconds)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete(self._key(key))
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable from exc
+
+    def delete_for_user(self, user_id: int, *, keep: str | None = None) -> int:
+        index = self._user_index(user_id)
+        try:
+            members = [
+                m.decode() if isinstance(m, bytes) else str(m) for m in self.client.smembers(index)
+            ]
+            doomed = [m for m in members if m != keep]
+            if not doomed:
+                return 0
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*(self._key(m) for m in doomed))
+            pipe.srem(index, *doomed)
+            deleted, _ = pipe.execute()
+            return int(deleted)
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable from exc
+
+    def list_for_user(self, user_id: int) -> list[SessionRecord]:
+        index = self._user_index(user_id)
+        try:
+            members = [
+                m.decode() if isinstance(m, bytes) else str(m) for m in self.client.smembers(index)
+            ]
+            if not members:
+                return []
+            raws = self.client.mget([self._key(m) for m in members])
+            gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+            if gone:
+                self.client.srem(index, *gone)
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable from exc
+        return [SessionRecord.from_json(raw) for raw in raws if raw is not None]
+
+    def purge_expired(self, now: datetime, idle_seconds: int) -> int:
+        return 0  # Redis expires keys itself (TTL); user indexes are pruned on read.
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable from exc
+
+
+def redis_client(url: str, timeout: float) -> redis.Redis[bytes]:
+    """A Redis client with explicit timeouts: redis-py's default is to wait forever."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry_on_timeout=False,
+        health_check_interval=30,
+    )

@@ -1,0 +1,458 @@
+"""Server-side sessions: a signed random id in ``__Host-session``, the data in a store.
+
+Why our own ``SessionInterface``: Flask's default cookie session cannot be revoked (ASVS
+7.4.1) and Flask-Session can unpickle stored data (see session_store.py).
+
+What holds here:
+- ids are 256-bit CSPRNG values (ASVS 7.2.3), signed with SECRET_KEY (fallbacks accepted,
+  so a key rotation logs nobody out; the cookie is re-signed with the new key);
+- the session is loaded lazily, so per-IP rate limits run before any store round trip;
+- idle (30 min) and absolute (8 h) timeouts are enforced server-side (ASVS 7.3.1/7.3.2);
+  anonymous sessions (CSRF token on the login form) live an hour at most;
+- the id changes whenever the signed-in user changes: at login, logout and on demand
+  (ASVS 7.2.4, no fixation), even if a caller forgets to rotate;
+- "remember me" is a random token stored server-side (hashed), so logout and revocation
+  kill it; it restores a session that never counts as a fresh login.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, Request, Response, current_app, request
+from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, Signer
+from sqlalchemy import ForeignKey, String, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bastion.core.clock import utcnow
+from bastion.core.db import Base, db
+from bastion.security.session_store import (
+    RedisSessionStore,
+    SessionRecord,
+    SessionStore,
+    SessionStoreUnavailable,
+    SqlSessionStore,
+    redis_client,
+)
+
+SESSION_COOKIE = "__Host-session"
+REMEMBER_COOKIE = "__Host-remember"
+USER_KEY = "_user_id"  # the key Flask-Login keeps the user id under
+TOUCH_INTERVAL = timedelta(seconds=60)  # last-seen precision; saves a write per request
+PURGE_ONE_IN = 200  # opportunistic purge of expired rows, one new session in N
+
+
+def hash_id(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class RememberToken(Base):
+    """A "remember me" token, stored as a hash; deleting the row kills the cookie."""
+
+    __tablename__ = "remember_tokens"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    idle: timedelta
+    absolute: timedelta
+    anonymous: timedelta
+    remember: timedelta
+
+
+class ServerSession(SessionMixin):
+    """Session data that loads from the store on first use."""
+
+    def __init__(self, manager: SessionManager, sid: str | None, stale_signature: bool) -> None:
+        self._manager = manager
+        self.sid = sid
+        self.stale_signature = stale_signature
+        self.record: SessionRecord | None = None
+        self._data: dict[str, Any] = {}
+        self._loaded = False
+        self.modified = False
+        self.accessed = False
+        self.new = sid is None
+        self.destroyed = False
+        self.clear_cookie = False
+        self.new_id = False
+        self.remember_value: str | None = None
+        self.forget_remember = False
+
+    # SessionMixin's `permanent` reads the data; our lifetimes are server-side, so fixed.
+    permanent = True
+
+    def _load(self) -> dict[str, Any]:
+        self.accessed = True
+        if not self._loaded:
+            self._loaded = True
+            self._manager.load(self)
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._load()[key] = value
+        self.modified = True
+
+    def __delitem__(self, key: str) -> None:
+        del self._load()[key]
+        self.modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def replace_data(self, data: dict[str, Any]) -> None:
+        self._load()
+        self._data = data
+        self.modified = True
+
+
+class SessionManager(SessionInterface):
+    """The Flask session interface backed by a `SessionStore`."""
+
+    def __init__(self, store: SessionStore, policy: SessionPolicy, static_prefix: str) -> None:
+        self.store = store
+        self.policy = policy
+        self.static_prefix = static_prefix
+
+    # -------------------------------------------------------------------- signing
+    @staticmethod
+    def _signers(app: Flask) -> tuple[Signer, Signer]:
+        keys = [*app.config.get("SECRET_KEY_FALLBACKS", []), app.secret_key]
+        current = Signer(app.secret_key, salt="bastion.session")  # type: ignore[arg-type]
+        any_key = Signer(keys, salt="bastion.session")
+        return current, any_key
+
+    def _unsign(self, app: Flask, value: str) -> tuple[str | None, bool]:
+        current, any_key = self._signers(app)
+        try:
+            return current.unsign(value).decode(), False
+        except BadSignature:
+            pass
+        try:
+            return any_key.unsign(value).decode(), True
+        except BadSignature:
+            return None, False
+
+    # ------------------------------------------------------------ Flask interface
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
+        raw = request.cookies.get(SESSION_COOKIE)
+        sid, stale = self._unsign(app, raw) if raw else (None, False)
+        session = ServerSession(self, sid, stale)
+        if raw and sid is None:
+            session.clear_cookie = True  # tampered or foreign: never accepted, never reused
+        return session
+
+    def is_null_session(self, obj: object) -> bool:
+        return False
+
+    def load(self, session: ServerSession) -> None:
+        """Fetch the record behind the cookie, enforce timeouts, or restore from remember-me."""
+        now = utcnow()
+        if session.sid is not None:
+            key = hash_id(session.sid)
+            record = self.store.get(key)
+            if record is not None and self._alive(record, now):
+                session.record = record
+                session._data = dict(record.data)
+                return
+            if record is not None:
+                self.store.delete(key)
+            session.sid = None
+            session.clear_cookie = True
+        self._restore_from_remember(session, now)
+
+    def _alive(self, record: SessionRecord, now: datetime) -> bool:
+        return now < record.expires_at and now - record.last_seen_at < self.policy.idle
+
+    def _restore_from_remember(self, session: ServerSession, now: datetime) -> None:
+        raw = request.cookies.get(REMEMBER_COOKIE)
+        if not raw:
+            return
+        # Only the current key: a remember cookie outlives a rotation's reason (a leaked key),
+        # so an old-key cookie is refused rather than honoured for two more weeks.
+        try:
+            token = Signer(current_app.secret_key, salt="bastion.remember").unsign(raw).decode()  # type: ignore[arg-type]
+        except BadSignature:
+            session.forget_remember = True
+            return
+        row = db.session.get(RememberToken, hash_id(token))
+        if row is None or row.expires_at <= now:
+            session.forget_remember = True
+            return
+        user_id = row.user_id
+        # Rotate the token on use, so a stolen copy dies the next time its owner comes back.
+        db.session.delete(row)
+        db.session.commit()
+        session.remember_value = self._new_remember_token(user_id, now)
+        session.sid = None
+        session.new_id = True
+        session.record = self._new_record(user_id, now, auth_at=None)
+        session._data = {USER_KEY: str(user_id), "_fresh": False}
+        session.modified = True
+
+    def _new_remember_token(self, user_id: int, now: datetime) -> str:
+        token = secrets.token_urlsafe(32)
+        db.session.add(
+            RememberToken(
+                key=hash_id(token),
+                user_id=user_id,
+                created_at=now,
+                expires_at=now + self.policy.remember,
+            )
+        )
+        db.session.commit()
+        return token
+
+    def _new_record(
+        self, user_id: int | None, now: datetime, auth_at: datetime | None
+    ) -> SessionRecord:
+        lifetime = self.policy.absolute if user_id is not None else self.policy.anonymous
+        return SessionRecord(
+            key="",
+            user_id=user_id,
+            data={},
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + lifetime,
+            auth_at=auth_at,
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string[:512] or None,
+        )
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        assert isinstance(session, ServerSession)
+        if session.accessed:
+            response.vary.add("Cookie")
+        if session.forget_remember:
+            self._delete_cookie(response, REMEMBER_COOKIE)
+        if session.remember_value is not None:
+            self._set_remember_cookie(app, response, session.remember_value)
+        if session.destroyed:
+            self._delete_cookie(response, SESSION_COOKIE)
+            self._delete_cookie(response, REMEMBER_COOKIE)
+            return
+        if not session.loaded:
+            if session.clear_cookie:
+                self._delete_cookie(response, SESSION_COOKIE)
+            return
+        now = utcnow()
+        data = dict(session.items())
+        if not data:
+            if session.record is not None and session.sid is not None:
+                self.store.delete(hash_id(session.sid))
+            if session.sid is not None or session.clear_cookie:
+                self._delete_cookie(response, SESSION_COOKIE)
+            return
+        user_id = _user_id_of(data)
+        record = session.record
+        if record is None or record.user_id != user_id:
+            # A new sign-in state always gets a new id: no fixation, whoever forgot to rotate.
+            if session.sid is not None:
+                self.store.delete(hash_id(session.sid))
+            auth_at = record.auth_at if record is not None and record.user_id == user_id else None
+            record = self._new_record(user_id, now, auth_at)
+            session.sid = None
+        if session.sid is None:
+            session.sid = secrets.token_urlsafe(32)
+            session.new_id = True
+            if self._should_purge():
+                self.store.purge_expired(now, int(self.policy.idle.total_seconds()))
+        record.key = hash_id(session.sid)
+        record.data = data
+        idle_seconds = int(self.policy.idle.total_seconds())
+        if session.modified or session.new_id:
+            record.last_seen_at = now
+            self.store.save(record, idle_seconds)
+        elif now - record.last_seen_at >= TOUCH_INTERVAL:
+            record.last_seen_at = now
+            self.store.touch(record, idle_seconds)
+        if session.new_id or session.stale_signature:
+            current, _ = self._signers(app)
+            response.set_cookie(
+                SESSION_COOKIE,
+                current.sign(session.sid).decode(),
+                secure=app.config["SESSION_COOKIE_SECURE"],
+                httponly=True,
+                samesite="Lax",
+                path="/",
+            )
+
+    @staticmethod
+    def _should_purge() -> bool:
+        return secrets.randbelow(PURGE_ONE_IN) == 0
+
+    def _set_remember_cookie(self, app: Flask, response: Response, token: str) -> None:
+        signer = Signer(app.secret_key, salt="bastion.remember")  # type: ignore[arg-type]
+        response.set_cookie(
+            REMEMBER_COOKIE,
+            signer.sign(token).decode(),
+            max_age=int(self.policy.remember.total_seconds()),
+            secure=app.config["SESSION_COOKIE_SECURE"],
+            httponly=True,
+            samesite="Lax",
+            path="/",
+        )
+
+    @staticmethod
+    def _delete_cookie(response: Response, name: str) -> None:
+        response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="Lax")
+
+
+def _user_id_of(data: dict[str, Any]) -> int | None:
+    raw = data.get(USER_KEY)
+    return int(raw) if raw is not None else None
+
+
+# ------------------------------------------------------------------ wiring and use
+def init_app(app: Flask, settings: Any) -> SessionManager:
+    """Pick the store for the profile and install the session interface."""
+    store: SessionStore
+    if settings.redis_url:
+        client = redis_client(settings.redis_url, settings.redis_timeout_seconds)
+        store = RedisSessionStore(client, settings.redis_prefix)
+    else:
+        with app.app_context():
+            store = SqlSessionStore(db.engine)
+    policy = SessionPolicy(
+        idle=timedelta(minutes=settings.session_idle_minutes),
+        absolute=timedelta(hours=settings.session_absolute_hours),
+        anonymous=timedelta(minutes=settings.anonymous_session_minutes),
+        remember=timedelta(days=settings.remember_days),
+    )
+    manager = SessionManager(store, policy, app.static_url_path or "/static")
+    app.session_interface = manager
+    app.extensions["bastion.sessions"] = manager
+    return manager
+
+
+def manager() -> SessionManager:
+    found: SessionManager = current_app.extensions["bastion.sessions"]
+    return found
+
+
+def _current() -> ServerSession:
+    from flask import session
+
+    real = session._get_current_object()  # type: ignore[attr-defined]
+    assert isinstance(real, ServerSession)
+    return real
+
+
+def start_authenticated_session(user_id: int, *, remember: bool) -> None:
+    """Begin a fresh session for a password login: new id, no pre-login data (login CSRF)."""
+    session = _current()
+    if session.sid is not None:
+        manager().store.delete(hash_id(session.sid))
+    now = utcnow()
+    session.replace_data({})
+    session.sid = None
+    session.new_id = True
+    session.record = manager()._new_record(user_id, now, auth_at=now)
+    if remember:
+        session.remember_value = manager()._new_remember_token(user_id, now)
+
+
+def rotate_session_id() -> None:
+    """Give the current session a new id, keeping its data (privilege or password change)."""
+    session = _current()
+    session._load()
+    if session.sid is not None:
+        manager().store.delete(hash_id(session.sid))
+    session.sid = None
+    session.new_id = True
+    session.modified = True
+
+
+def end_session() -> None:
+    """Destroy the current session and its remember-me token (logout)."""
+    session = _current()
+    session._load()
+    if session.sid is not None:
+        manager().store.delete(hash_id(session.sid))
+    raw = request.cookies.get(REMEMBER_COOKIE)
+    if raw:
+        try:
+            token = Signer(current_app.secret_key, salt="bastion.remember").unsign(raw).decode()  # type: ignore[arg-type]
+        except BadSignature:
+            token = None
+        if token is not None:
+            db.session.execute(delete(RememberToken).where(RememberToken.key == hash_id(token)))
+            db.session.commit()
+    session._data = {}
+    session.destroyed = True
+
+
+def revoke_user_sessions(user_id: int, *, keep_current: bool = False) -> int:
+    """End every session and remember-me token of a user (optionally keeping this one)."""
+    keep = None
+    if keep_current:
+        session = _current()
+        if session.sid is not None:
+            keep = hash_id(session.sid)
+    count = manager().store.delete_for_user(user_id, keep=keep)
+    db.session.execute(delete(RememberToken).where(RememberToken.user_id == user_id))
+    db.session.commit()
+    return count
+
+
+def list_user_sessions(user_id: int) -> list[SessionRecord]:
+    now = utcnow()
+    alive = [r for r in manager().store.list_for_user(user_id) if manager()._alive(r, now)]
+    return sorted(alive, key=lambda r: r.last_seen_at, reverse=True)
+
+
+def current_session_key() -> str | None:
+    session = _current()
+    session._load()
+    return hash_id(session.sid) if session.sid is not None else None
+
+
+def authenticated_at() -> datetime | None:
+    """When the current session last proved a password; None for remembered sessions."""
+    session = _current()
+    session._load()
+    return session.record.auth_at if session.record is not None else None
+
+
+def remember_tokens_for(user_id: int) -> int:
+    rows = db.session.execute(select(RememberToken).where(RememberToken.user_id == user_id))
+    return len(rows.all())
+
+
+__all__ = [
+    "REMEMBER_COOKIE",
+    "SESSION_COOKIE",
+    "RememberToken",
+    "ServerSession",
+    "SessionManager",
+    "SessionStoreUnavailable",
+    "authenticated_at",
+    "current_session_key",
+    "end_session",
+    "init_app",
+    "list_user_sessions",
+    "revoke_user_sessions",
+    "rotate_session_id",
+    "start_authenticated_session",
+]

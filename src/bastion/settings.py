@@ -1,0 +1,219 @@
+"""Typed settings read once from ``BASTION_*`` environment variables.
+
+Every secret may also come from ``BASTION_<NAME>_FILE`` (a path whose content is the
+secret), so container secrets never need to sit in the environment. ``Settings.check()``
+holds the production guards: the app refuses to start a configuration that would be unsafe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    TESTING = "testing"
+    DEVELOPMENT = "development"
+
+
+class Registration(StrEnum):
+    OPEN = "open"
+    INVITE = "invite"
+    CLOSED = "closed"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or unsafe; the message is one line for the operator."""
+
+
+MIN_SECRET_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one Bastion installation."""
+
+    env: Environment = Environment.PRODUCTION
+    instance_path: Path = field(default_factory=lambda: Path("instance").resolve())
+    secret_key: str = ""
+    secret_key_fallbacks: tuple[str, ...] = ()
+    database_url: str = ""
+    redis_url: str | None = None
+    redis_prefix: str = "bastion:"
+    # The URL users reach us at: links in mails and the HTTP->HTTPS redirect are built
+    # from it, never from the Host header (host-header injection, OWASP Forgot Password CS).
+    public_url: str = "https://127.0.0.1:8443"
+    host: str = "127.0.0.1"
+    port: int = 8443
+    http_port: int = 8080
+    workers: int = 1
+    threads: int = 8
+    trusted_proxies: int = 0
+    registration: Registration = Registration.OPEN
+    password_min_length: int = 15
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 8
+    anonymous_session_minutes: int = 60
+    remember_days: int = 14
+    cookie_secure: bool = True
+    debug: bool = False
+    hsts_preload: bool = False
+    max_request_kb: int = 1024
+    ratelimit_default: str = "300 per minute"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: str = "starttls"
+    smtp_timeout_seconds: float = 10.0
+    mail_from: str = "Bastion <no-reply@localhost>"
+    db_connect_timeout_seconds: int = 3
+    redis_timeout_seconds: float = 1.0
+    log_level: str = "INFO"
+
+    # ----------------------------------------------------------------- derived values
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to SQLite in the instance folder."""
+        if self.database_url:
+            url = self.database_url
+            # psycopg 3 is the only PostgreSQL driver we ship.
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+            return url
+        return f"sqlite:///{self.instance_path / 'bastion.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def ratelimit_storage_uri(self) -> str:
+        return self.redis_url or "memory://"
+
+    # ------------------------------------------------------------------- constructors
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate settings from ``BASTION_*`` variables (and ``*_FILE`` secrets)."""
+        env = os.environ if environ is None else environ
+        reader = _EnvReader(env)
+        instance_path = Path(reader.text("INSTANCE_PATH") or "instance").resolve()
+        secret_key = reader.secret("SECRET_KEY") or _read_instance_secret(instance_path)
+        values: dict[str, Any] = {
+            "env": reader.choice("ENV", Environment, Environment.PRODUCTION),
+            "instance_path": instance_path,
+            "secret_key": secret_key,
+            "secret_key_fallbacks": tuple(
+                key for key in (reader.secret("SECRET_KEY_FALLBACKS") or "").split(",") if key
+            ),
+            "database_url": reader.secret("DATABASE_URL") or "",
+            "redis_url": reader.secret("REDIS_URL"),
+            "registration": reader.choice("REGISTRATION", Registration, Registration.OPEN),
+            "smtp_password": reader.secret("SMTP_PASSWORD"),
+        }
+        for spec in dataclasses.fields(cls):
+            if spec.name in values:
+                continue
+            raw = reader.text(spec.name.upper())
+            if raw is not None:
+                values[spec.name] = _coerce(spec.name, raw, spec.type)
+        return cls(**values)
+
+    @classmethod
+    def for_tests(cls, **overrides: Any) -> Settings:
+        """Settings for the test suite: testing mode, a throwaway key, explicit overrides."""
+        base: dict[str, Any] = {
+            "env": Environment.TESTING,
+            "secret_key": "test-secret-key-" + "x" * 32,
+            "ratelimit_default": "100000 per minute",
+        }
+        base.update(overrides)
+        return cls(**base)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------------ guards
+    def check(self) -> None:
+        """Raise SettingsError with a one-line reason when this configuration is unsafe."""
+        if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise SettingsError(
+                f"BASTION_SECRET_KEY is missing or shorter than {MIN_SECRET_KEY_BYTES} bytes"
+            )
+        if self.password_min_length < 8:  # NIST SP 800-63B-4 floor, even with MFA
+            raise SettingsError("BASTION_PASSWORD_MIN_LENGTH may not be below 8")
+        if self.trusted_proxies < 0:
+            raise SettingsError("BASTION_TRUSTED_PROXIES may not be negative")
+        if self.env is not Environment.PRODUCTION:
+            return
+        if self.debug:
+            raise SettingsError("BASTION_DEBUG is on in production")
+        if not self.cookie_secure:
+            raise SettingsError("BASTION_COOKIE_SECURE is off in production")
+        if self.workers > 1 and self.redis_url is None:
+            raise SettingsError(
+                "rate limits are in-process (no BASTION_REDIS_URL) but BASTION_WORKERS > 1: "
+                "each process would count separately"
+            )
+
+
+def _read_instance_secret(instance_path: Path) -> str:
+    """The key `bastion serve` generated on first run, so the CLI finds the same key."""
+    key_file = instance_path / "secret_key"
+    return key_file.read_text().strip() if key_file.is_file() else ""
+
+
+class _EnvReader:
+    prefix = "BASTION_"
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self.environ.get(self.prefix + name)
+        return value if value not in (None, "") else None
+
+    def secret(self, name: str) -> str | None:
+        """A secret from ``BASTION_<NAME>`` or the file named by ``BASTION_<NAME>_FILE``."""
+        path = self.text(name + "_FILE")
+        if path is not None:
+            try:
+                return Path(path).read_text().strip()
+            except OSError as exc:
+                raise SettingsError(f"{self.prefix}{name}_FILE: cannot read {path}") from exc
+        return self.text(name)
+
+    def choice(self, name: str, enum: type[_E], default: _E) -> _E:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            return enum(raw.lower())
+        except ValueError:
+            allowed = "|".join(member.value for member in enum)
+            raise SettingsError(f"{self.prefix}{name} must be one of {allowed}") from None
+
+
+def _coerce(name: str, raw: str, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes", "on"}
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"BASTION_{name.upper()} is not a valid {kind}: {raw!r}") from None
+    return raw

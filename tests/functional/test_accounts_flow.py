@@ -1,0 +1,106 @@
+"""Whole account flows through the test client: register, confirm, sign in and out."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
+
+from bastion.accounts.models import User
+from bastion.core.db import db
+
+
+def count_users(app: Flask) -> int:
+    with app.app_context():
+        return int(db.session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def test_register_confirm_login_logout(
+    app: Flask, client: FlaskClient, auth: AuthActions, outbox: Outbox
+) -> None:
+    response = auth.register()
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert response.headers["Location"] == "/auth/check-email"
+
+    # Not confirmed yet: sign-in is refused.
+    assert auth.login("bob@example.com").status_code == HTTPStatus.UNAUTHORIZED
+
+    link = outbox.last_link("bob@example.com")
+    path = link.removeprefix("https://127.0.0.1:8443")
+    page = client.get(path)
+    assert page.status_code == HTTPStatus.OK
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    confirmed = client.post(path, data={"csrf_token": csrf_token_from(page.get_data(as_text=True))})
+    assert confirmed.status_code == HTTPStatus.SEE_OTHER
+
+    signed_in = auth.login("bob@example.com")
+    assert signed_in.status_code == HTTPStatus.SEE_OTHER
+    assert signed_in.headers["Location"] == "/"
+    home = client.get("/")
+    assert home.status_code == HTTPStatus.OK
+    assert "Welcome, Bob Example" in home.get_data(as_text=True)
+
+    out = auth.logout()
+    assert out.status_code == HTTPStatus.SEE_OTHER
+    assert client.get("/").status_code == HTTPStatus.FOUND
+
+
+def test_confirmation_link_works_once(
+    client: FlaskClient, auth: AuthActions, outbox: Outbox
+) -> None:
+    auth.register()
+    path = outbox.last_link().removeprefix("https://127.0.0.1:8443")
+    token = csrf_token_from(client.get(path).get_data(as_text=True))
+    assert client.post(path, data={"csrf_token": token}).status_code == HTTPStatus.SEE_OTHER
+    again = client.post(path, data={"csrf_token": auth.csrf()})
+    assert again.status_code == HTTPStatus.BAD_REQUEST
+    assert client.get(path).status_code == HTTPStatus.BAD_REQUEST
+
+
+def test_duplicate_registration_answers_the_same_and_writes_nothing(
+    app: Flask, auth: AuthActions, outbox: Outbox
+) -> None:
+    auth.create_user("alice@example.com")
+    before = count_users(app)
+
+    new = auth.register(email="carol@example.com", name="Carol Example")
+    duplicate = auth.register(email="ALICE@example.com", name="Someone Else")
+
+    assert new.status_code == duplicate.status_code == HTTPStatus.SEE_OTHER
+    assert new.headers["Location"] == duplicate.headers["Location"]
+    assert count_users(app) == before + 1  # only carol's row
+    subjects = {m["To"]: m["Subject"] for m in outbox.messages()}
+    assert subjects["alice@example.com"] == "Someone tried to register with your address"
+    assert subjects["carol@example.com"] == "Confirm your Bastion account"
+
+
+def test_password_change_needs_the_current_password(auth: AuthActions, client: FlaskClient) -> None:
+    auth.create_user()
+    auth.login()
+    token = auth.csrf("/account/")
+    wrong = client.post(
+        "/account/",
+        data={
+            "current_password": "not my password at all",
+            "new_password": "a completely new passphrase",
+            "new_password_confirm": "a completely new passphrase",
+            "csrf_token": token,
+        },
+    )
+    assert wrong.status_code == HTTPStatus.BAD_REQUEST
+    right = client.post(
+        "/account/",
+        data={
+            "current_password": GOOD_PASSWORD,
+            "new_password": "a completely new passphrase",
+            "new_password_confirm": "a completely new passphrase",
+            "csrf_token": auth.csrf("/account/"),
+        },
+    )
+    assert right.status_code == HTTPStatus.SEE_OTHER
+    auth.logout()
+    assert auth.login(password=GOOD_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED
+    assert auth.login(password="a completely new passphrase").status_code == HTTPStatus.SEE_OTHER
