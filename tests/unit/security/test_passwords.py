@@ -397,6 +397,8 @@ def test_context_words_are_refused_when_little_else_remains() -> None:
 def test_context_threshold_is_eight_remaining_characters() -> None:
     assert not has(policy("alicetulip-ox", min_length=8), TOO_CLOSE)  # 8 remain
     assert has(policy("alicetulip-o", min_length=8), TOO_CLOSE)  # 7 remain
+    # Short but free of context words: the length rule's business, not this one's.
+    assert policy("tulip-o", min_length=7) == []
 
 
 def test_email_local_part_and_its_pieces_are_context() -> None:
