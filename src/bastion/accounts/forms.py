@@ -60,3 +60,7 @@ class SetupForm(RegisterForm):
 
 class LogoutForm(FlaskForm):  # type: ignore[misc]
     """Logout is a POST with a CSRF token; a GET never signs anyone out."""
+
+
+class ReauthForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])

@@ -173,6 +173,16 @@ def authenticate(email_input: str, password: str, actor: Actor) -> User | None:
     return user
 
 
+def reauthenticate(user: User, password: str, actor: Actor) -> bool:
+    """Check the signed-in user's password again; failures are audited."""
+    if passwords.verify_password(user.password_hash, password):
+        record(EventTag.REAUTH, actor, target=user.email)
+        db.session.commit()
+        return True
+    record_failure(EventTag.REAUTH, actor, target=user.email)
+    return False
+
+
 def record_login(user: User, actor: Actor, *, remember: bool) -> None:
     record(
         EventTag.LOGIN_SUCCESS,

@@ -14,6 +14,7 @@ from bastion.accounts.forms import (
     ConfirmForm,
     LoginForm,
     LogoutForm,
+    ReauthForm,
     RegisterForm,
     SetupForm,
 )
@@ -162,6 +163,22 @@ def logout() -> Response:
     # OWASP Session Management CS: clear what the browser kept of this session.
     response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
     return response
+
+
+@bp.route("/auth/reauth", methods=["GET", "POST"])
+@login_required
+def reauth() -> Response | tuple[str, int]:
+    """Prove the password again before a sensitive action (ASVS 7.5.1)."""
+    form = ReauthForm()
+    target = safe_next(request.args.get("next"), url_for("web.home"))
+    if form.validate_on_submit():
+        user: User = current_user._get_current_object()
+        if service.reauthenticate(user, form.password.data, current_actor()):
+            sessions.mark_reauthenticated()
+            return redirect(target, code=HTTPStatus.SEE_OTHER)
+        form.password.errors.append("That password is not correct.")
+    status = HTTPStatus.UNAUTHORIZED if form.is_submitted() else HTTPStatus.OK
+    return render_template("accounts/reauth.html", form=form), status
 
 
 # ------------------------------------------------------------------------ account

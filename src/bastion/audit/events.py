@@ -10,6 +10,7 @@ class EventTag(StrEnum):
     LOGIN_SUCCESS = "auth.login.success"
     LOGIN_FAILURE = "auth.login.failure"
     LOGOUT = "auth.logout"
+    REAUTH = "auth.reauth"
     REGISTER = "account.register"
     CONFIRM = "account.confirm"
     PASSWORD_CHANGE = "account.password.change"  # noqa: S105 - an event name

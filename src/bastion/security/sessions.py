@@ -456,3 +456,12 @@ __all__ = [
     "rotate_session_id",
     "start_authenticated_session",
 ]
+
+
+def mark_reauthenticated() -> None:
+    """Record a fresh password proof on the current session and give it a new id."""
+    session = _current()
+    session._load()
+    if session.record is not None:
+        session.record.auth_at = utcnow()
+    rotate_session_id()
