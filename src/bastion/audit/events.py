@@ -19,6 +19,13 @@ class EventTag(StrEnum):
     CSRF_FAILURE = "security.csrf.failure"
     AUTHZ_DENIED = "security.authz.denied"
     RATE_LIMITED = "security.rate_limited"
+    ADMIN_ROLE_CHANGE = "admin.user.role"
+    ADMIN_USER_DISABLE = "admin.user.disable"
+    ADMIN_USER_ENABLE = "admin.user.enable"
+    ADMIN_USER_INVITE = "admin.user.invite"
+    ADMIN_SESSIONS_REVOKE = "admin.user.sessions.revoke"
+    ADMIN_SESSION_REVOKE = "admin.session.revoke"
+    ADMIN_AUDIT_EXPORT = "admin.audit.export"
 
 
 class Outcome(StrEnum):
