@@ -50,6 +50,24 @@ def users_create(email: str, name: str, role: str) -> None:
     click.echo(f"created {user.email} ({user.role})")
 
 
+@users.command("invite")
+@click.option("--email", required=True)
+@with_appcontext
+def users_invite(email: str) -> None:
+    """Mail a single-use, 7-day invitation to register."""
+    from bastion.accounts import service
+
+    settings = current_app.extensions["bastion.settings"]
+    site = service.Site(settings.public_url, settings.password_min_length)
+    try:
+        service.issue_invite(
+            email, actor=Actor.system(), mailer=current_app.extensions["bastion.mailer"], site=site
+        )
+    except service.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"invitation sent to {email}")
+
+
 @users.command("list")
 @with_appcontext
 def users_list() -> None:

@@ -79,6 +79,12 @@ class Settings:
     redis_timeout_seconds: float = 1.0
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        # Accept plain strings for the enum fields (tests and callers pass "closed", "testing").
+        object.__setattr__(self, "env", Environment(self.env))
+        object.__setattr__(self, "registration", Registration(self.registration))
+        object.__setattr__(self, "instance_path", Path(self.instance_path))
+
     # ----------------------------------------------------------------- derived values
     @property
     def sqlalchemy_url(self) -> str:

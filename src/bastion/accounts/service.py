@@ -244,6 +244,49 @@ def create_user(
     return user
 
 
+# ------------------------------------------------------------------------- invites
+def issue_invite(email: str, *, actor: Actor, mailer: Mailer, site: Site) -> None:
+    """Mail a 7-day, single-use invitation to register `email`."""
+    email = normalise_email(email)
+    token = issue(TokenPurpose.INVITE, email)
+    mailer.send(
+        MailMessage(
+            to=email,
+            subject="You are invited to Bastion",
+            body=(
+                "You have been invited to create a Bastion account. The link works once "
+                f"and for 7 days:\n\n{_link(site, '/auth/register?invite=' + token)}\n"
+            ),
+        )
+    )
+    record(EventTag.INVITE, actor, target=email)
+    db.session.commit()
+
+
+def check_invite(token: str) -> str:
+    """Return the invited address, or raise AccountError."""
+    try:
+        payload = verify(TokenPurpose.INVITE, token)
+    except InvalidToken:
+        raise AccountError("This invitation is invalid, used or expired.") from None
+    return str(payload["sub"])
+
+
+def accept_invite(token: str, *, name: str, password: str, actor: Actor, site: Site) -> User:
+    """Create the invited, already-confirmed account; the invitation works once."""
+    email = check_invite(token)
+    try:
+        consume(TokenPurpose.INVITE, token)
+        return create_user(
+            email=email, name=name, password=password, role=Role.USER.value, actor=actor, site=site
+        )
+    except InvalidToken:
+        raise AccountError("This invitation is invalid, used or expired.") from None
+    except AccountError:
+        db.session.rollback()  # the invitation stays usable for a corrected form
+        raise
+
+
 def admin_exists() -> bool:
     count = db.session.scalar(
         select(func.count()).select_from(User).where(User.role == Role.ADMIN.value)

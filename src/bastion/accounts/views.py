@@ -60,6 +60,9 @@ def _no_referrer(response: Response) -> Response:
 @public
 def register() -> Response | tuple[str, int]:
     mode = _settings().registration
+    invite_token = request.args.get("invite")
+    if invite_token is not None and mode is not Registration.CLOSED:
+        return _accept_invite(invite_token)
     if mode is not Registration.OPEN:
         page = render_template("accounts/registration_closed.html", mode=mode.value)
         return page, HTTPStatus.FORBIDDEN
@@ -88,6 +91,35 @@ def register() -> Response | tuple[str, int]:
                 return redirect(url_for("accounts.check_email"), code=HTTPStatus.SEE_OTHER)
     status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK
     return render_template("accounts/register.html", form=form), status
+
+
+def _accept_invite(token: str) -> Response:
+    """Register through an admin's invitation: the invited address is already proven."""
+    try:
+        invited = service.check_invite(token)
+    except service.AccountError as exc:
+        page = render_template("accounts/invite.html", form=None, error=str(exc))
+        return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+    form = RegisterForm(data={"email": invited} if request.method == "GET" else None)
+    status = HTTPStatus.OK
+    if form.validate_on_submit():
+        try:
+            service.accept_invite(
+                token,
+                name=form.name.data,
+                password=form.password.data,
+                actor=current_actor(),
+                site=_site(),
+            )
+        except service.AccountError as exc:
+            form.password.errors.append(str(exc))
+        else:
+            flash("Your account is ready. You can sign in now.", "success")
+            return redirect(url_for("accounts.login"), code=HTTPStatus.SEE_OTHER)
+    if form.is_submitted():
+        status = HTTPStatus.BAD_REQUEST
+    page = render_template("accounts/invite.html", form=form, error=None, email=invited)
+    return _no_referrer(Response(page, status))
 
 
 @bp.route("/auth/check-email")

@@ -11,6 +11,7 @@ class EventTag(StrEnum):
     LOGIN_FAILURE = "auth.login.failure"
     LOGOUT = "auth.logout"
     REAUTH = "auth.reauth"
+    INVITE = "account.invite"
     REGISTER = "account.register"
     CONFIRM = "account.confirm"
     PASSWORD_CHANGE = "account.password.change"  # noqa: S105 - an event name
