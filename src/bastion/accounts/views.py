@@ -164,14 +164,19 @@ def login() -> Response | tuple[str, int]:
             )
         elif user is not None:
             remember = bool(form.remember.data) and not is_privileged(user.role)
-            _sign_in(user, remember=remember)
-            service.record_login(user, actor, remember=remember)
-            target = safe_next(request.args.get("next"), url_for("web.home"))
-            return redirect(target, code=HTTPStatus.SEE_OTHER)
+            return _finish_password_login(user, remember=remember)
         else:
             form.form_errors.append(LOGIN_FAILED)
     status = HTTPStatus.UNAUTHORIZED if form.is_submitted() else HTTPStatus.OK
     return render_template("accounts/login.html", form=form), status
+
+
+def _finish_password_login(user: User, *, remember: bool) -> Response:
+    """The password is proven: sign in (the second-factor step hooks in here)."""
+    _sign_in(user, remember=remember)
+    service.record_login(user, current_actor(), remember=remember)
+    target = safe_next(request.args.get("next"), url_for("web.home"))
+    return redirect(target, code=HTTPStatus.SEE_OTHER)
 
 
 def _sign_in(user: User, *, remember: bool) -> None:
