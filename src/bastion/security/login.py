@@ -18,3 +18,9 @@ class BastionLoginManager(LoginManager):  # type: ignore[misc]
 
     def _load_user_from_header(self, header: str) -> Any:
         return None
+
+    def _update_remember_cookie(self, response: Any) -> Any:
+        # Flask-Login's after-request hook probes the session on every response (which
+        # would load it, costing a store round trip even for static files) to manage a
+        # cookie we never issue.
+        return response
