@@ -35,6 +35,8 @@ class SettingsError(ValueError):
 
 
 MIN_SECRET_KEY_BYTES = 32
+# NIST SP 800-63B-4 3.2.2: at most 100 consecutive failures before the password is disabled.
+NIST_MAX_FAILURES = 100
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,37 @@ class Settings:
     hsts_preload: bool = False
     max_request_kb: int = 1024
     ratelimit_default: str = "300 per minute"
+    # Named limits (security/rate_limit.py has the table and what each one stops). Each is a
+    # `limits` string, e.g. BASTION_RATELIMIT_IP_LOGIN="20 per minute".
+    ratelimit_ip_login: str = "20 per minute"
+    ratelimit_user_login: str = "100 per hour"
+    ratelimit_ip_user_login: str = "5 per minute"
+    ratelimit_ip_register: str = "5 per hour"
+    ratelimit_user_reset: str = "3 per hour"
+    ratelimit_ip_reset: str = "10 per hour"
+    ratelimit_user_confirm: str = "3 per hour"
+    ratelimit_ip_confirm: str = "10 per hour"
+    ratelimit_user_email: str = "3 per hour"
+    ratelimit_user_mfa: str = "5 per minute"
+    ratelimit_ip_mfa: str = "20 per minute"
+    ratelimit_user_reauth: str = "5 per minute"
+    ratelimit_user_upload: str = "60 per hour"
+    ratelimit_device_login: str = "5 per day"
+    ratelimit_device_failure: str = "10 per day"
+    # Lockout (security/lockout.py): every `lockout_threshold` consecutive failures lock the
+    # account for the next delay in BASTION_LOCKOUT_DELAYS_MINUTES (the last one repeats);
+    # at `lockout_max_failures` the password is disabled until the unlock link, a reset or an
+    # admin (NIST SP 800-63B-4 3.2.2: at most 100).
+    lockout_threshold: int = 10
+    lockout_delays_minutes: str = "1,5,15,60"
+    lockout_max_failures: int = 100
+    # The long-lived signed device cookie (OWASP device cookies) that lets its owner try
+    # while the account is locked for everyone else.
+    device_cookie_days: int = 365
+    # Concurrent argon2 computations per process (0: the CPU count) and how long a request
+    # may wait for a free slot before it is refused with 503 (security/hash_guard.py).
+    hash_concurrency: int = 0
+    hash_wait_seconds: float = 0.1
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None
@@ -100,6 +133,15 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def lockout_delays(self) -> tuple[int, ...]:
+        """The lock durations in minutes, one per lock of a failure streak (last repeats)."""
+        return tuple(int(part) for part in self.lockout_delays_minutes.split(",") if part.strip())
+
+    @property
+    def hash_slots(self) -> int:
+        return self.hash_concurrency or os.cpu_count() or 1
 
     @property
     def ratelimit_storage_uri(self) -> str:
@@ -158,6 +200,7 @@ class Settings:
             raise SettingsError("BASTION_PASSWORD_MIN_LENGTH may not be below 8")
         if self.trusted_proxies < 0:
             raise SettingsError("BASTION_TRUSTED_PROXIES may not be negative")
+        self._check_lockout()
         if self.env is not Environment.PRODUCTION:
             return
         if self.debug:
@@ -168,6 +211,23 @@ class Settings:
             raise SettingsError(
                 "rate limits are in-process (no BASTION_REDIS_URL) but BASTION_WORKERS > 1: "
                 "each process would count separately"
+            )
+
+    def _check_lockout(self) -> None:
+        try:
+            delays = self.lockout_delays
+        except ValueError:
+            delays = ()
+        if not delays or min(delays) < 1:
+            raise SettingsError("BASTION_LOCKOUT_DELAYS_MINUTES must be a list like 1,5,15,60")
+        if not 1 <= self.lockout_threshold <= self.lockout_max_failures <= NIST_MAX_FAILURES:
+            raise SettingsError(
+                "need 1 <= BASTION_LOCKOUT_THRESHOLD <= BASTION_LOCKOUT_MAX_FAILURES <= 100 "
+                "(NIST SP 800-63B-4 3.2.2)"
+            )
+        if self.hash_concurrency < 0 or self.hash_wait_seconds < 0:
+            raise SettingsError(
+                "BASTION_HASH_CONCURRENCY and BASTION_HASH_WAIT_SECONDS must be >= 0"
             )
 
 
