@@ -10,6 +10,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
 
 from bastion.audit import Actor
+from bastion.audit.cli import audit
 from bastion.core.clock import utcnow
 from bastion.core.db import db
 from bastion.security.permissions import Role
@@ -97,3 +98,4 @@ def sessions_purge() -> None:
 
 main.add_command(users)
 main.add_command(sessions_group)
+main.add_command(audit)

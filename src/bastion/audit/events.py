@@ -20,6 +20,8 @@ class EventTag(StrEnum):
     CSRF_FAILURE = "security.csrf.failure"
     AUTHZ_DENIED = "security.authz.denied"
     RATE_LIMITED = "security.rate_limited"
+    # Written by `bastion audit prune`: stands in for the rows it removed (bastion.audit.chain).
+    AUDIT_CHECKPOINT = "audit.checkpoint"
     ADMIN_ROLE_CHANGE = "admin.user.role"
     ADMIN_USER_DISABLE = "admin.user.disable"
     ADMIN_USER_ENABLE = "admin.user.enable"

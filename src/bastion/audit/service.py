@@ -3,7 +3,8 @@
 A success is recorded in the same transaction as the change it describes, so both commit
 or neither does. A failure or denial is written in its own short transaction, so a
 rolled-back request still leaves its trace (ASVS 16.3.x). Each event also becomes a
-structured log line.
+structured log line. Either way the row is linked into the hash chain when it is flushed
+(bastion.audit.append).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
+from bastion.audit.append import holds_chain_lock
 from bastion.audit.events import Actor, EventTag, Outcome
 from bastion.audit.models import AuditEvent
 from bastion.core.clock import utcnow
@@ -31,9 +33,16 @@ def _clean(details: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in details.items() if not any(s in k.lower() for s in SECRET_KEYS)}
 
 
-def _event(
-    tag: EventTag, actor: Actor, outcome: Outcome, target: str | None, details: dict[str, Any]
+def build_event(
+    tag: EventTag,
+    actor: Actor,
+    *,
+    outcome: Outcome = Outcome.SUCCESS,
+    target: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    """Make an event row (not yet added to any session) and log it."""
+    details = _clean(details)
     log.info(
         "audit",
         audit_event=tag.value,
@@ -64,7 +73,7 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Add an event to the current transaction; the caller's commit writes it."""
-    db.session.add(_event(tag, actor, outcome, target, _clean(details)))
+    db.session.add(build_event(tag, actor, outcome=outcome, target=target, details=details))
 
 
 def record_failure(
@@ -75,7 +84,18 @@ def record_failure(
     target: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Write an event at once in its own transaction, independent of the request's."""
+    """Write an event at once in its own transaction, independent of the request's.
+
+    If the request's transaction already holds the chain lock (it flushed an event), a
+    second connection would wait for it forever; the event then joins the request's
+    transaction instead, and a warning says that it shares that transaction's fate.
+    """
+    row = build_event(tag, actor, outcome=outcome, target=target, details=details)
+    if db.session.registry.has() and holds_chain_lock(db.session()):
+        log.warning("audit.record_failure.joined_request_transaction", audit_event=tag.value)
+        db.session.add(row)
+        db.session.flush()
+        return
     with Session(db.engine) as own:
-        own.add(_event(tag, actor, outcome, target, _clean(details)))
+        own.add(row)
         own.commit()
