@@ -25,7 +25,6 @@ class EventTag(StrEnum):
     ADMIN_ROLE_CHANGE = "admin.user.role"
     ADMIN_USER_DISABLE = "admin.user.disable"
     ADMIN_USER_ENABLE = "admin.user.enable"
-    ADMIN_USER_INVITE = "admin.user.invite"
     ADMIN_SESSIONS_REVOKE = "admin.user.sessions.revoke"
     ADMIN_SESSION_REVOKE = "admin.session.revoke"
     ADMIN_AUDIT_EXPORT = "admin.audit.export"

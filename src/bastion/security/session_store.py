@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import redis
-from sqlalchemy import ForeignKey, RowMapping, String, Table, Text, delete, select, update
+from sqlalchemy import ForeignKey, RowMapping, String, Table, Text, delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -66,6 +66,9 @@ class SessionStore(Protocol):
     def delete(self, key: str) -> None: ...
     def delete_for_user(self, user_id: int, *, keep: str | None = None) -> int: ...
     def list_for_user(self, user_id: int) -> list[SessionRecord]: ...
+    def list_all(
+        self, *, user_id: int | None, now: datetime, idle_seconds: int, limit: int, offset: int
+    ) -> tuple[list[SessionRecord], int]: ...
     def purge_expired(self, now: datetime, idle_seconds: int) -> int: ...
     def ping(self) -> None: ...
 
@@ -167,6 +170,29 @@ class SqlSessionStore:
             rows = conn.execute(select(self.table).where(self.table.c.user_id == user_id))
             return [_record_from_row(row) for row in rows.mappings()]
 
+    def list_all(
+        self, *, user_id: int | None, now: datetime, idle_seconds: int, limit: int, offset: int
+    ) -> tuple[list[SessionRecord], int]:
+        """Signed-in sessions alive at `now` (one user's, or everyone's), newest first."""
+        c = self.table.c
+        alive = [
+            c.user_id.is_not(None),
+            c.expires_at > now,
+            c.last_seen_at > now - timedelta(seconds=idle_seconds),
+        ]
+        if user_id is not None:
+            alive.append(c.user_id == user_id)
+        with self.engine.connect() as conn:
+            total = conn.scalar(select(func.count()).select_from(self.table).where(*alive))
+            rows = conn.execute(
+                select(self.table)
+                .where(*alive)
+                .order_by(c.last_seen_at.desc(), c.key.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            return [_record_from_row(row) for row in rows.mappings()], int(total or 0)
+
     def purge_expired(self, now: datetime, idle_seconds: int) -> int:
         idle_cutoff = now - timedelta(seconds=idle_seconds)
         with self.engine.begin() as conn:
@@ -263,6 +289,36 @@ class RedisSessionStore:
             raise SessionStoreUnavailable from exc
         return [SessionRecord.from_json(raw) for raw in raws if raw is not None]
 
+    def list_all(
+        self, *, user_id: int | None, now: datetime, idle_seconds: int, limit: int, offset: int
+    ) -> tuple[list[SessionRecord], int]:
+        """Signed-in sessions alive at `now` (one user's, or everyone's), newest first.
+
+        Everyone's sessions take a SCAN over this prefix's session keys: O(sessions), which
+        is fine for an admin page; one user's come from that user's index set.
+        """
+        if user_id is not None:
+            records = self.list_for_user(user_id)
+        else:
+            records = []
+            try:
+                keys = list(
+                    self.client.scan_iter(match=_glob_escape(self._key("")) + "*", count=500)
+                )
+                for start in range(0, len(keys), 500):
+                    raws = self.client.mget(keys[start : start + 500])
+                    records.extend(SessionRecord.from_json(raw) for raw in raws if raw is not None)
+            except redis.RedisError as exc:
+                raise SessionStoreUnavailable from exc
+        idle = timedelta(seconds=idle_seconds)
+        alive = [
+            r
+            for r in records
+            if r.user_id is not None and r.expires_at > now and now - r.last_seen_at < idle
+        ]
+        alive.sort(key=lambda r: (r.last_seen_at, r.key), reverse=True)
+        return alive[offset : offset + limit], len(alive)
+
     def purge_expired(self, now: datetime, idle_seconds: int) -> int:
         return 0  # Redis expires keys itself (TTL); user indexes are pruned on read.
 
@@ -271,6 +327,11 @@ class RedisSessionStore:
             self.client.ping()
         except redis.RedisError as exc:
             raise SessionStoreUnavailable from exc
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern (a prefix may hold glob characters)."""
+    return "".join("\\" + ch if ch in "\\*?[]" else ch for ch in text)
 
 
 def redis_client(url: str, timeout: float) -> redis.Redis[bytes]:

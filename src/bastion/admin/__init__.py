@@ -1,0 +1,1 @@
+"""The admin console: security dashboard, users, sessions and the audit log."""
