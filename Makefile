@@ -20,10 +20,25 @@ run: $(STAMP)
 	$(BIN)/bastion serve
 
 # Chromium for the browser suite comes from Debian; playwright never downloads a browser here.
+# tests/e2e launches exactly $(CHROMIUM), so that path (not whatever `chromium` is first on
+# PATH) decides whether to install. Idempotent: a no-op once the file is there. Not root?
+# apt-get runs through sudo. A failed `apt-get update` is only a warning (the cached lists
+# or packages may do); a failed install, or no $(CHROMIUM) afterwards, stops the build.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian chromium for the browser suite"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "no apt-get here: install Chromium at $(CHROMIUM) for the browser suite" >&2; exit 1; \
+	fi; \
+	echo "installing Debian's chromium for the browser suite"; \
+	$(SUDO) apt-get -qq -o DPkg::Lock::Timeout=300 update \
+	  || echo "warning: apt-get update failed; trying the cached package lists" >&2; \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  -o DPkg::Lock::Timeout=300 chromium >/dev/null \
+	  || { echo "apt-get install chromium failed" >&2; exit 1; }; \
+	[ -x $(CHROMIUM) ] || { echo "chromium installed but $(CHROMIUM) is missing" >&2; exit 1; }; \
+	echo "installed: $$($(CHROMIUM) --version 2>/dev/null)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
