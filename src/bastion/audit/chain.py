@@ -14,7 +14,8 @@ and hash of the last removed row, from which verification then starts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,7 +103,8 @@ def _verify(session: Session, anchors: list[Anchor]) -> VerificationResult:
     head_seq, head_hash = (head.seq, head.row_hash) if head is not None else (0, GENESIS)
     now = utcnow()
     try:
-        count = _walk(session, head_seq, head_hash, anchors)
+        with _rows(session, head_seq) as rows:
+            count = _walk(session, rows, head_seq, head_hash, anchors)
         _check_beyond_head(session, head_seq, head_hash)
     except _Broken as broken:
         return VerificationResult(now, False, 0, broken.detail, head_seq, head_hash)
@@ -110,17 +112,26 @@ def _verify(session: Session, anchors: list[Anchor]) -> VerificationResult:
     return VerificationResult(now, True, count, detail, head_seq, head_hash)
 
 
-def _rows(session: Session, head_seq: int) -> Iterator[AuditEvent]:
+@contextmanager
+def _rows(session: Session, head_seq: int) -> Iterator[Iterable[AuditEvent]]:
+    """Stream the events up to the head; closed even when the walk stops early."""
     query = select(AuditEvent).where(AuditEvent.seq <= head_seq).order_by(AuditEvent.seq)
-    yield from session.scalars(query.execution_options(yield_per=500))
+    with closing(session.scalars(query.execution_options(yield_per=500))) as found:
+        yield found
 
 
-def _walk(session: Session, head_seq: int, head_hash: str, anchors: list[Anchor]) -> int:
+def _walk(
+    session: Session,
+    rows: Iterable[AuditEvent],
+    head_seq: int,
+    head_hash: str,
+    anchors: list[Anchor],
+) -> int:
     count = 0
     last_seq = 0
     expected = GENESIS
     pending = {a.seq: a for a in anchors}
-    for row in _rows(session, head_seq):
+    for row in rows:
         if count == 0:
             expected = _start(session, row, head_seq)
             last_seq = row.seq - 1
