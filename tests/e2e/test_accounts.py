@@ -159,3 +159,14 @@ def test_keyboard_focus_is_always_visible(live_server: LiveServer, page: Page) -
         assert outline[1] >= 2, (reached[-1], outline)
         page.keyboard.press("Tab")
     assert {"email", "password", "remember"} <= set(reached), reached
+
+
+def test_anonymous_pages_render_clean(live_server: LiveServer, watch: Watch) -> None:
+    for path, heading, status in [
+        ("/auth/login", "Sign in", 200),
+        ("/auth/register", "Create an account", 200),
+        ("/auth/check-email", "Check your email", 200),
+        ("/no-such-page", "404 — Not Found", 404),
+    ]:
+        watch.page.goto(live_server.url + path)
+        assert_page(watch, path, heading, status=status)
