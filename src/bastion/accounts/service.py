@@ -6,8 +6,10 @@ the request, so they are tested without HTTP.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 
+import structlog
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -16,12 +18,17 @@ from bastion.accounts.models import User
 from bastion.audit import Actor, EventTag, Outcome, record, record_failure
 from bastion.core.clock import utcnow
 from bastion.core.db import db
-from bastion.core.mail import Mailer, MailMessage
-from bastion.security import passwords
+from bastion.core.mail import Mailer, MailError, MailMessage
+from bastion.security import hash_guard, lockout, passwords, rate_limit
+from bastion.security.devices import Device
+from bastion.security.hash_guard import HashBusy
+from bastion.security.lockout import LockoutPolicy, LockState
 from bastion.security.permissions import Role
+from bastion.security.rate_limit import LimitName
 from bastion.security.tokens import InvalidToken, TokenPurpose, consume, issue, verify
 
 SITE_WORD = "bastion"
+log = structlog.get_logger("bastion.accounts")
 
 
 class AccountError(ValueError):
@@ -74,7 +81,7 @@ def register(
     written: the caller shows the same page either way, so registration reveals nothing.
     Both paths hash once, so they also take the same time.
     """
-    password_hash = passwords.hash_password(password)
+    password_hash = hash_guard.hash_password(password)  # capped: security/hash_guard.py
     existing = find_by_email(email)
     if existing is not None:
         if existing.confirmed_at is None:
@@ -146,30 +153,172 @@ def confirm(token: str, actor: Actor) -> User:
 
 
 # ------------------------------------------------------------------ authentication
-def authenticate(email_input: str, password: str, actor: Actor) -> User | None:
+def authenticate(
+    email_input: str,
+    password: str,
+    actor: Actor,
+    *,
+    device: Device | None = None,
+    mailer: Mailer | None = None,
+    site: Site | None = None,
+    policy: LockoutPolicy | None = None,
+) -> User | None:
     """Return the user these credentials prove, else None — after the same work either way.
 
-    Unknown address, wrong password and disabled account each cost exactly one argon2
-    verify (a dummy hash stands in for unknown users) and give the caller the same None.
+    Before any hashing the account limits are spent (security/rate_limit.py): ip_user.login
+    (this IP and address) and user.login (this address from anywhere; a trusted device cookie
+    skips it, so an attacker can't spend the owner's budget). They raise RateLimited (429),
+    keyed by the normalised address whether or not it has an account.
+
+    Unknown address, wrong password, disabled account and locked account each cost exactly
+    one argon2 verify (a dummy hash stands in for unknown users) and give the caller the
+    same None. A locked account is only evaluated for a trusted device within its per-lock
+    budget (security/lockout.py); failures of evaluated attempts grow the lock.
+    Raises HashBusy (503) when the process's hashing slots are all taken.
     """
+    policy = policy or LockoutPolicy()
     try:
         email = normalise_email(email_input)
     except AccountError:
         email = None
+    # The normalised address when valid, so case and spacing can't multiply the budget.
+    key = email or email_input.strip().lower()[:320]
+    rate_limit.check(LimitName.IP_USER_LOGIN, actor.ip or "unknown", key)
     user = find_by_email(email) if email is not None else None
-    ok = passwords.verify_password(user.password_hash if user else None, password)
-    if not ok or user is None or not user.active:
-        record_failure(
-            EventTag.LOGIN_FAILURE,
-            actor,
-            target=email or email_input[:320],
-            details={"known_account": user is not None},
-        )
-        return None
-    if passwords.needs_rehash(user.password_hash):
-        # Parameters changed since this hash was made: upgrade it now (OWASP Password Storage).
-        user.password_hash = passwords.hash_password(password)
+    trusted = device is not None and user is not None and device.trusted_for(user.id)
+    if not trusted:
+        rate_limit.check(LimitName.USER_LOGIN, key)
+    now = utcnow()
+    lock = lockout.state(user.id) if user is not None else lockout.UNLOCKED
+    locked = lock.is_locked(now)
+    # OWASP device cookies: while locked, only a trusted browser is heard, a few times per
+    # lock period; the NIST hard lock (disabled password) hears nobody.
+    heard = not locked or (
+        device is not None
+        and trusted
+        and not lock.disabled
+        and device.spend_locked_attempt(lock.lock_id)
+    )
+    ok = hash_guard.verify_password(user.password_hash if user else None, password)
+    if ok and heard and user is not None and user.active:
+        lockout.reset(user.id)  # NIST 3.2.2: a success resets the failure count
+        if passwords.needs_rehash(user.password_hash):
+            # Parameters changed since this hash was made: upgrade it now (OWASP Password
+            # Storage CS); a busy process just tries again at the next sign-in.
+            with suppress(HashBusy):
+                user.password_hash = hash_guard.hash_password(password)
         db.session.commit()
+        return user
+    if user is not None and heard and not ok:
+        lock = lockout.register_failure(user.id, policy, now)
+        if device is not None and trusted:
+            device.note_failure()
+        if lock.newly_locked:
+            _account_locked(user, lock, actor, mailer, site)
+    record_failure(
+        EventTag.LOGIN_FAILURE,
+        actor,
+        target=email or email_input[:320],
+        details={"known_account": user is not None, "locked": locked, "device": trusted},
+    )
+    return None
+
+
+def _account_locked(
+    user: User, lock: LockState, actor: Actor, mailer: Mailer | None, site: Site | None
+) -> None:
+    """Audit a new lock and mail its owner, at most once per lock period."""
+    record_failure(
+        EventTag.ACCOUNT_LOCKED,
+        actor,
+        target=user.email,
+        details={
+            "failures": lock.failures,
+            "until": lock.locked_until.isoformat() if lock.locked_until else None,
+            "disabled": lock.disabled,
+        },
+    )
+    if mailer is None or site is None or not lockout.claim_notification(user.id):
+        return
+    token = issue(TokenPurpose.UNLOCK, str(user.id), email=user.email)
+    if lock.disabled:
+        state = (
+            f"After {lock.failures} failed attempts in a row, signing in with your password "
+            "is switched off until you unlock your account with the link below or reset "
+            "your password."
+        )
+    else:
+        until = lock.locked_until.strftime("%Y-%m-%d %H:%M UTC") if lock.locked_until else ""
+        state = (
+            f"After {lock.failures} failed attempts in a row, your account is locked until "
+            f"{until}. Browsers you have signed in with before can still sign in."
+        )
+    body = (
+        f"Hello {user.name},\n\nSomeone has repeatedly entered a wrong password for your "
+        f"Bastion account. {state}\n\nIf this was you, unlock your account now (the link "
+        f"works once, for 24 hours):\n\n{_link(site, '/auth/unlock/' + token)}\n\n"
+        "If it wasn't you, someone may be guessing your password: unlock, then choose a new "
+        f"password at {_link(site, '/auth/reset')}.\n"
+    )
+    _send_quietly(
+        mailer, MailMessage(to=user.email, subject="Your Bastion account is locked", body=body)
+    )
+
+
+def _send_quietly(mailer: Mailer, message: MailMessage) -> None:
+    # A notification that can't be delivered must not change the login's answer (which
+    # would tell a guesser the account exists).
+    try:
+        mailer.send(message)
+    except MailError:
+        log.error("security notification not sent", subject=message.subject)
+
+
+def notify_new_device(
+    user: User, *, actor: Actor, user_agent: str, mailer: Mailer, site: Site
+) -> None:
+    """Tell the owner their password was just used in a browser we have not seen them use."""
+    record(EventTag.LOGIN_NEW_DEVICE, actor, target=user.email, details={"agent": user_agent[:200]})
+    db.session.commit()
+    when = utcnow().strftime("%Y-%m-%d %H:%M UTC")
+    _send_quietly(
+        mailer,
+        MailMessage(
+            to=user.email,
+            subject="New sign-in to your Bastion account",
+            body=(
+                f"Hello {user.name},\n\nYour Bastion account was signed in to from a new "
+                f"device or browser:\n\n  when: {when}\n  address: {actor.ip or 'unknown'}"
+                f"\n  browser: {user_agent[:200] or 'unknown'}\n\nIf this was you, there is "
+                "nothing to do. If it wasn't, change your password now at "
+                f"{_link(site, '/auth/reset')} and review your sessions at "
+                f"{_link(site, '/account/sessions')}.\n"
+            ),
+        ),
+    )
+
+
+def check_unlock(token: str) -> None:
+    """Raise AccountError unless the unlock link is still good (GET shows a button)."""
+    try:
+        verify(TokenPurpose.UNLOCK, token)
+    except InvalidToken:
+        raise AccountError("This unlock link is invalid, used or expired.") from None
+
+
+def unlock(token: str, actor: Actor) -> User:
+    """Lift the lock (and a disabled password) the link was mailed for; the link works once."""
+    try:
+        payload = consume(TokenPurpose.UNLOCK, token)
+    except InvalidToken:
+        raise AccountError("This unlock link is invalid, used or expired.") from None
+    user = db.session.get(User, int(payload["sub"]))
+    if user is None or user.email != payload.get("email"):
+        db.session.rollback()
+        raise AccountError("This unlock link is invalid, used or expired.")
+    lockout.reset(user.id)
+    record(EventTag.ACCOUNT_UNLOCK, actor, target=user.email)
+    db.session.commit()
     return user
 
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+import structlog
+from flask import (
+    Blueprint,
+    abort,
+    after_this_request,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
@@ -21,15 +32,19 @@ from bastion.accounts.forms import (
 from bastion.accounts.models import User
 from bastion.audit import EventTag, record
 from bastion.core.db import db
-from bastion.core.mail import Mailer
-from bastion.security import sessions
+from bastion.core.mail import Mailer, MailMessage
+from bastion.security import devices, rate_limit, sessions
 from bastion.security.identity import current_actor
+from bastion.security.lockout import LockoutPolicy
 from bastion.security.permissions import is_privileged
 from bastion.security.policy import login_required, public
+from bastion.security.rate_limit import LimitName, ip_limited
 from bastion.security.redirects import safe_next
 from bastion.settings import Registration, Settings
 
 bp = Blueprint("accounts", __name__, template_folder="templates")
+
+log = structlog.get_logger("bastion.accounts")
 
 LOGIN_FAILED = "Invalid email or password."  # one message for every failure (OWASP Auth CS)
 
@@ -58,6 +73,7 @@ def _no_referrer(response: Response) -> Response:
 # ---------------------------------------------------------------------- register
 @bp.route("/auth/register", methods=["GET", "POST"])
 @public
+@ip_limited(LimitName.IP_REGISTER)
 def register() -> Response | tuple[str, int]:
     mode = _settings().registration
     invite_token = request.args.get("invite")
@@ -151,24 +167,108 @@ def confirm(token: str) -> Response:
 # ------------------------------------------------------------------- login/logout
 @bp.route("/auth/login", methods=["GET", "POST"])
 @public
+@ip_limited(LimitName.IP_LOGIN)
 def login() -> Response | tuple[str, int]:
     form = LoginForm()
     if form.validate_on_submit():
         actor = current_actor()
-        user = service.authenticate(form.email.data, form.password.data, actor)
+        device = devices.current_device()
+        user = service.authenticate(
+            form.email.data,
+            form.password.data,
+            actor,
+            device=device,
+            mailer=_deferred_mailer(),
+            site=_site(),
+            policy=LockoutPolicy.from_settings(_settings()),
+        )
         if user is not None and user.confirmed_at is None:
             # The password was right, so telling its owner to confirm reveals nothing new.
-            service.resend_confirmation(user, _mailer(), _site())
+            if rate_limit.hit(LimitName.USER_CONFIRM, user.email):
+                service.resend_confirmation(user, _mailer(), _site())
             form.email.errors.append(
                 "Confirm your email address first: we have sent you a new link."
             )
         elif user is not None:
             remember = bool(form.remember.data) and not is_privileged(user.role)
-            return _finish_password_login(user, remember=remember)
+            response = _finish_password_login(user, remember=remember)
+            return _remember_device(response, user, device)
         else:
             form.form_errors.append(LOGIN_FAILED)
     status = HTTPStatus.UNAUTHORIZED if form.is_submitted() else HTTPStatus.OK
     return render_template("accounts/login.html", form=form), status
+
+
+def _remember_device(response: Response, user: User, device: devices.Device | None) -> Response:
+    """Give this browser a device cookie; a browser new to this user means a notice mail.
+
+    OWASP device cookies: the cookie lets its owner keep trying while the account is
+    locked for everyone else (security/devices.py).
+    """
+    if device is not None and device.trusted_for(user.id):
+        value = request.cookies[devices.DEVICE_COOKIE]  # known browser: just extend it
+    else:
+        service.notify_new_device(
+            user,
+            actor=current_actor(),
+            user_agent=request.user_agent.string,
+            mailer=_deferred_mailer(),
+            site=_site(),
+        )
+        value = devices.new_cookie_value(user.id)
+    devices.set_device_cookie(response, value, _settings().device_cookie_days)
+    return response
+
+
+class _AfterResponseMailer:
+    """Send once the response is handed over, so an SMTP round trip can't be timed.
+
+    A lock notice goes out on one of a guesser's attempts; sending it inline would make
+    that answer measurably slower for existing accounts (OWASP Authentication CS: timing).
+    """
+
+    def __init__(self, mailer: Mailer) -> None:
+        self.mailer = mailer
+
+    def send(self, message: MailMessage) -> None:
+        mailer = self.mailer
+
+        @after_this_request
+        def _defer(response: Response) -> Response:
+            response.call_on_close(lambda: _send_logged(mailer, message))
+            return response
+
+
+def _send_logged(mailer: Mailer, message: MailMessage) -> None:
+    try:
+        mailer.send(message)
+    except Exception as exc:  # the answer is already sent; a lost notice is logged
+        log.error("notice not sent", subject=message.subject, error_type=type(exc).__name__)
+
+
+def _deferred_mailer() -> Mailer:
+    return _AfterResponseMailer(_mailer())
+
+
+@bp.route("/auth/unlock/<token>", methods=["GET", "POST"])
+@public
+def unlock(token: str) -> Response:
+    """Lift a lock from the link mailed to the owner: GET shows a button, POST unlocks."""
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            service.unlock(token, current_actor())
+        except service.AccountError as exc:
+            page = render_template("accounts/unlock.html", form=None, error=str(exc))
+            return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+        page = render_template("accounts/unlock.html", form=None, error=None, unlocked=True)
+        return _no_referrer(Response(page))
+    try:
+        service.check_unlock(token)
+    except service.AccountError as exc:
+        page = render_template("accounts/unlock.html", form=None, error=str(exc))
+        return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+    return _no_referrer(Response(render_template("accounts/unlock.html", form=form, error=None)))
 
 
 def _finish_password_login(user: User, *, remember: bool) -> Response:

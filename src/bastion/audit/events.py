@@ -20,6 +20,10 @@ class EventTag(StrEnum):
     CSRF_FAILURE = "security.csrf.failure"
     AUTHZ_DENIED = "security.authz.denied"
     RATE_LIMITED = "security.rate_limited"
+    # Lockout and device cookies (security/lockout.py, security/devices.py).
+    ACCOUNT_LOCKED = "security.account.locked"
+    ACCOUNT_UNLOCK = "account.unlock"
+    LOGIN_NEW_DEVICE = "auth.login.new_device"
     # Written by `bastion audit prune`: stands in for the rows it removed (bastion.audit.chain).
     AUDIT_CHECKPOINT = "audit.checkpoint"
     ADMIN_ROLE_CHANGE = "admin.user.role"

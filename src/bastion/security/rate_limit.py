@@ -27,6 +27,9 @@ Two layers, one store:
    ``user.upload``     60/hour per account            filling the disk
    ``device.login``    5/day per (device, lock)       a stolen device cookie while locked out
    ``device.failure``  10/day per device              a device that keeps failing: distrusted
+   ``user.download``   600/hour per account           scraping the vault, bandwidth exhaustion
+   ``user.search``     60/minute per account          full-text search as a CPU lever
+   ``user.share``      60/hour per account            probing addresses through share
    ==================  =============================  =========================================
 
    Every value is a setting (``BASTION_RATELIMIT_<NAME>``, dots and underscores as ``_``).
@@ -57,20 +60,30 @@ import hashlib
 import hmac
 import math
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from http import HTTPStatus
+from typing import Any, TypeVar
 
 import structlog
-from flask import Flask, current_app
-from limits import RateLimitItem, parse
+from flask import Flask, current_app, g, request
+from flask_limiter import RequestLimit
+from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from limits.strategies import RateLimiter
+from redis import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response
 
+from bastion.audit import Actor, EventTag, Outcome, record_failure
+from bastion.core.errors import error_response
 from bastion.extensions import limiter
+from bastion.security import hash_guard
+from bastion.security.client import client_ip
 from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.rate_limit")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class LimitName(StrEnum):
@@ -91,6 +104,9 @@ class LimitName(StrEnum):
     USER_UPLOAD = "user.upload"
     DEVICE_LOGIN = "device.login"
     DEVICE_FAILURE = "device.failure"
+    USER_DOWNLOAD = "user.download"
+    USER_SEARCH = "user.search"
+    USER_SHARE = "user.share"
 
     @property
     def setting(self) -> str:
@@ -101,17 +117,27 @@ class LimitName(StrEnum):
 class RateLimited(TooManyRequests):
     """A named limit refused the request; answered 429 with Retry-After (seconds)."""
 
-    def __init__(self, name: str, retry_after: int) -> None:
+    def __init__(self, name: str, retry_after: int, key: str = "") -> None:
         super().__init__(description="Too many requests. Wait a little and try again.")
         self.limit_name = name
-        self.retry_after = max(1, retry_after)
+        self.seconds = max(1, retry_after)
+        self.key = key
+
+
+def _settings() -> Settings:
+    found: Settings = current_app.extensions["bastion.settings"]
+    return found
 
 
 def limit_for(name: LimitName, settings: Settings | None = None) -> RateLimitItem:
-    """Return the configured RateLimitItem for `name`."""
-    settings = settings or current_app.extensions["bastion.settings"]
-    text: str = getattr(settings, name.setting)
-    return parse(text)
+    """Return the configured RateLimitItem for `name`, namespaced under the key prefix.
+
+    The namespace puts every key under ``LIMITS:<redis_prefix>rl/...`` so one installation's
+    (or one test run's) counters can be found and flushed by prefix.
+    """
+    settings = settings or _settings()
+    parsed = parse(getattr(settings, name.setting))
+    return type(parsed)(parsed.amount, parsed.multiples, namespace=settings.redis_prefix + "rl")
 
 
 def _strategy() -> RateLimiter:
@@ -120,46 +146,100 @@ def _strategy() -> RateLimiter:
 
 def key_for(name: LimitName, *key_parts: str) -> str:
     """Return the opaque identifier for these key parts (an HMAC, never the raw value)."""
-    settings: Settings = current_app.extensions["bastion.settings"]
-    secret = hashlib.sha256(b"bastion.rate-limit-key:" + settings.secret_key.encode()).digest()
+    secret = hashlib.sha256(b"bastion.rate-limit-key:" + _settings().secret_key.encode()).digest()
     message = "\x1f".join((name.value, *key_parts)).encode("utf-8", "surrogatepass")
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
-
-
-def _identifiers(name: LimitName, *key_parts: str) -> tuple[str, str, str]:
-    settings: Settings = current_app.extensions["bastion.settings"]
-    return (settings.redis_prefix + "rl", name.value, key_for(name, *key_parts))
 
 
 def check(name: LimitName, *key_parts: str) -> None:
     """Count one hit of `name` for `key_parts`; raise RateLimited when the limit is spent.
 
-    Raises a redis error (→ 503) when the store is down: fail closed.
+    Raises a redis error (-> 503) when the store is down: fail closed.
     """
     item = limit_for(name)
-    identifiers = _identifiers(name, *key_parts)
-    if not _strategy().hit(item, *identifiers):
-        raise RateLimited(name.value, _retry_after(item, identifiers))
+    key = key_for(name, *key_parts)
+    if not _strategy().hit(item, name.value, key):
+        reset_at, _remaining = _strategy().get_window_stats(item, name.value, key)
+        raise RateLimited(name.value, math.ceil(reset_at - time.time()), key)
 
 
 def peek(name: LimitName, *key_parts: str) -> bool:
     """Return whether one more hit of `name` for `key_parts` would be admitted (no count)."""
-    return bool(_strategy().test(limit_for(name), *_identifiers(name, *key_parts)))
+    return bool(_strategy().test(limit_for(name), name.value, key_for(name, *key_parts)))
 
 
 def hit(name: LimitName, *key_parts: str) -> bool:
     """Count one hit and return whether it was within the limit (never raises RateLimited)."""
-    return bool(_strategy().hit(limit_for(name), *_identifiers(name, *key_parts)))
+    return bool(_strategy().hit(limit_for(name), name.value, key_for(name, *key_parts)))
 
 
 def clear(name: LimitName, *key_parts: str) -> None:
-    """Forget the count of `name` for `key_parts` (e.g. after a successful login)."""
-    _strategy().clear(limit_for(name), *_identifiers(name, *key_parts))
+    """Forget the count of `name` for `key_parts`."""
+    _strategy().clear(limit_for(name), name.value, key_for(name, *key_parts))
 
 
-def _retry_after(item: RateLimitItem, identifiers: tuple[str, ...]) -> int:
-    reset_at, _remaining = _strategy().get_window_stats(item, *identifiers)
-    return math.ceil(reset_at - time.time())
+# ------------------------------------------------------------ IP limits before the session
+def ip_limited(*names: LimitName) -> Callable[[F], F]:
+    """Declare per-IP limits a view's unsafe requests (POST, ...) spend before any work.
+
+    They are checked in a before_request hook that runs right after Flask-Limiter's own,
+    before CSRF, the session or the database are touched; GET pages are not counted.
+    """
+
+    def decorate(view: F) -> F:
+        setattr(view, IP_LIMITS_ATTR, (*getattr(view, IP_LIMITS_ATTR, ()), *names))
+        return view
+
+    return decorate
+
+
+IP_LIMITS_ATTR = "__bastion_ip_limits__"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def enforce_ip_limits() -> None:
+    """Spend the view's declared IP limits; raise RateLimited when one is exhausted."""
+    if request.method in _SAFE_METHODS or request.endpoint is None:
+        return
+    view = current_app.view_functions.get(request.endpoint)
+    for name in getattr(view, IP_LIMITS_ATTR, ()):
+        check(name, client_ip())
+
+
+# ------------------------------------------------------------------------------ refusals
+def _audit_refusal(limit: str, key: str, retry_after: int) -> None:
+    """Audit the first refusal per (limit, key) and minute; log every one.
+
+    A flood of 429s must not become a flood of database writes, so repeats within the
+    minute are only logged. Audit or store trouble never turns a 429 into a 500.
+    """
+    log.warning("rate limited", limit=limit, retry_after=retry_after)
+    settings = _settings()
+    once = RateLimitItemPerMinute(1, namespace=settings.redis_prefix + "rl")
+    try:
+        if not _strategy().hit(once, "audit", limit, key):
+            return
+        record_failure(
+            EventTag.RATE_LIMITED,
+            Actor(ip=client_ip(), request_id=g.get("request_id")),
+            outcome=Outcome.DENIED,
+            target=limit,
+            details={"limit": limit, "retry_after": retry_after, "path": request.path},
+        )
+    except (SQLAlchemyError, RedisError) as exc:
+        log.error("rate-limit audit failed", error_type=type(exc).__name__)
+
+
+def _handle_rate_limited(error: RateLimited) -> Response:
+    _audit_refusal(error.limit_name, error.key, error.seconds)
+    response = error_response(HTTPStatus.TOO_MANY_REQUESTS)
+    response.headers["Retry-After"] = str(error.seconds)
+    return response
+
+
+def _on_application_breach(breached: RequestLimit) -> None:
+    # Flask-Limiter's own 429 (core/errors.py answers it, with Retry-After): audit it too.
+    _audit_refusal("ip.default", client_ip(), math.ceil(breached.reset_at - time.time()))
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -178,17 +258,15 @@ def init_app(app: Flask, settings: Settings) -> None:
         RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_SWALLOW_ERRORS=False,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=False,
+        RATELIMIT_ON_BREACH_CALLBACK=_on_application_breach,
     )
     limiter.init_app(app)
+    # Right after Flask-Limiter's hook: the named IP limits, still before the session.
+    app.before_request(enforce_ip_limits)
     app.register_error_handler(RateLimited, _handle_rate_limited)
-
-
-def _handle_rate_limited(error: RateLimited) -> Response:
-    from bastion.core.errors import error_response
-
-    response = error_response(HTTPStatus.TOO_MANY_REQUESTS)
-    response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    # The hashing guard is part of the same defence (a flood must not eat the CPU).
+    hash_guard.configure(settings.hash_slots, settings.hash_wait_seconds)
+    app.register_error_handler(hash_guard.HashBusy, hash_guard.handle_busy)
 
 
 __all__ = [
@@ -196,8 +274,10 @@ __all__ = [
     "RateLimited",
     "check",
     "clear",
+    "enforce_ip_limits",
     "hit",
     "init_app",
+    "ip_limited",
     "key_for",
     "limit_for",
     "peek",

@@ -1,0 +1,96 @@
+"""Device cookies (OWASP "Slow Down Online Guessing Attacks with Device Cookies").
+
+A browser that has signed in successfully carries ``__Host-device``: ``<user id>.<nonce>``
+signed with an HMAC (itsdangerous, salt ``bastion.device-cookie``, SECRET_KEY and its
+fallbacks). It is Secure, HttpOnly, SameSite=Lax, Path=/ and lives
+``BASTION_DEVICE_COOKIE_DAYS`` (default 365): it proves "this browser has signed in as this
+user before", nothing more - it never signs anyone in.
+
+What it buys (see security/lockout.py): while an account is locked for everyone else, a
+*trusted* device may still try, within its own small limits:
+
+- ``device.login``: 5 attempts per lock period per device;
+- ``device.failure``: 10 failed attempts per day per device - past that the device is
+  distrusted (treated as having no cookie) until the window passes or it signs in again
+  (a fresh nonce is issued). A stolen cookie therefore buys a guesser at most a handful of
+  tries, and never past the NIST hard lock (which no cookie bypasses).
+
+A successful sign-in without a valid cookie for that user is a "new device": the owner is
+mailed and the browser gets a fresh cookie. One browser holds one device cookie (the last
+user who signed in there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app, request
+from itsdangerous import BadSignature, Signer
+from werkzeug.wrappers import Response
+
+from bastion.security import rate_limit
+from bastion.security.rate_limit import LimitName
+
+DEVICE_COOKIE = "__Host-device"
+_SALT = "bastion.device-cookie"
+_MAX_COOKIE_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Device:
+    """A correctly signed device cookie: whose browser it is and its random nonce."""
+
+    user_id: int
+    nonce: str
+
+    def trusted_for(self, user_id: int) -> bool:
+        """Whether this cookie vouches for `user_id` and has not been distrusted."""
+        return self.user_id == user_id and rate_limit.peek(LimitName.DEVICE_FAILURE, self.nonce)
+
+    def spend_locked_attempt(self, lock_id: str) -> bool:
+        """Count one attempt during lock `lock_id`; False once the device used its share."""
+        return rate_limit.hit(LimitName.DEVICE_LOGIN, self.nonce, lock_id)
+
+    def note_failure(self) -> None:
+        """Count a failed attempt from this device (too many: the device is distrusted)."""
+        rate_limit.hit(LimitName.DEVICE_FAILURE, self.nonce)
+
+
+def _signer() -> Signer:
+    keys = [*current_app.config.get("SECRET_KEY_FALLBACKS", []), current_app.secret_key]
+    return Signer(keys, salt=_SALT, digest_method=hashlib.sha256)
+
+
+def current_device() -> Device | None:
+    """The device cookie this request carries, if correctly signed; else None."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw or len(raw) > _MAX_COOKIE_LENGTH:
+        return None
+    try:
+        value = _signer().unsign(raw).decode("ascii")
+    except (BadSignature, UnicodeDecodeError):
+        return None
+    user_part, _, nonce = value.partition(".")
+    if not user_part.isdigit() or not nonce:
+        return None
+    return Device(int(user_part), nonce)
+
+
+def new_cookie_value(user_id: int) -> str:
+    """A freshly signed cookie value for `user_id` with a new 128-bit nonce."""
+    return _signer().sign(f"{user_id}.{secrets.token_urlsafe(16)}").decode("ascii")
+
+
+def set_device_cookie(response: Response, value: str, days: int) -> None:
+    response.set_cookie(
+        DEVICE_COOKIE,
+        value,
+        max_age=int(timedelta(days=days).total_seconds()),
+        path="/",
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+        samesite="Lax",
+    )

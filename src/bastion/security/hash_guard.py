@@ -1,0 +1,98 @@
+"""Cap concurrent password hashing per process, so the hashing CPU is no DoS lever.
+
+One argon2id computation at the OWASP parameters takes ~19 MiB and tens of milliseconds of
+one core. A login flood from many addresses (each under its own IP limit) could otherwise
+queue every worker thread behind argon2 and starve the signed-in pages. So every hash and
+verify made on behalf of a request goes through ``hash_password``/``verify_password`` here:
+
+- a process-wide ``threading.BoundedSemaphore`` with ``BASTION_HASH_CONCURRENCY`` slots
+  (default: the CPU count - more would only time-slice the same cores);
+- a request waits at most ``BASTION_HASH_WAIT_SECONDS`` (default 0.1 s) for a slot, then is
+  refused at once with **503 + Retry-After: 1** (``HashBusy``): the server is briefly busy,
+  which is not the client's fault, so not 429. Nothing queues without bound, and threads
+  serving other pages stay free.
+
+Decision: the guard wraps the *callers* (the account service), not bastion.security.passwords,
+which stays a pure library usable from the CLI without an app. Where it sits: authenticate()
+and register() in accounts/service.py; the reset/2FA/re-auth code uses the same wrappers.
+The guard runs after the rate limits, so a refused request has already been counted and
+a flood can't use the refusal to probe more cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+
+import structlog
+from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.wrappers import Response
+
+from bastion.security import passwords
+
+log = structlog.get_logger("bastion.hash_guard")
+
+RETRY_AFTER_SECONDS = 1
+
+
+class HashBusy(ServiceUnavailable):
+    """Every hashing slot of this process is taken; answered 503 with Retry-After."""
+
+    description = "The service is busy. Please try again in a moment."
+
+
+class HashGuard:
+    """A bounded number of concurrent argon2 computations; the excess is refused, not queued."""
+
+    def __init__(self, slots: int, wait_seconds: float) -> None:
+        self.slots = max(1, slots)
+        self.wait_seconds = wait_seconds
+        self._semaphore = threading.BoundedSemaphore(self.slots)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one hashing slot for the block; raise HashBusy if none frees up in time."""
+        if not self._semaphore.acquire(timeout=self.wait_seconds):
+            log.warning("hash slots exhausted", slots=self.slots)
+            raise HashBusy
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+_guard = HashGuard(os.cpu_count() or 1, 0.1)
+
+
+def configure(slots: int, wait_seconds: float) -> HashGuard:
+    """Replace the process-wide guard (create_app calls this with the settings)."""
+    global _guard
+    _guard = HashGuard(slots, wait_seconds)
+    return _guard
+
+
+def current() -> HashGuard:
+    return _guard
+
+
+def hash_password(password: str) -> str:
+    """Hash `password` within a slot; raise HashBusy when the process is saturated."""
+    with _guard.slot():
+        return passwords.hash_password(password)
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    """Verify (exactly one argon2 verify) within a slot; raise HashBusy when saturated."""
+    with _guard.slot():
+        return passwords.verify_password(stored_hash, password)
+
+
+def handle_busy(error: HashBusy) -> Response:
+    from bastion.core.errors import error_response
+
+    response = error_response(HTTPStatus.SERVICE_UNAVAILABLE, HashBusy.description)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
