@@ -7,6 +7,8 @@ holds the production guards: the app refuses to start a configuration that would
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -30,11 +32,24 @@ class Registration(StrEnum):
     CLOSED = "closed"
 
 
+class Require2FA(StrEnum):
+    """Whose accounts must have a second factor before they may do anything else."""
+
+    ALL = "all"
+    ADMINS = "admins"
+    OFF = "off"
+
+
 class SettingsError(ValueError):
     """A setting is missing, malformed or unsafe; the message is one line for the operator."""
 
 
 MIN_SECRET_KEY_BYTES = 32
+FERNET_KEY_BYTES = 32
+DATA_KEY_FILE = "data_key"
+# A fixed, public Fernet key for the test suite only; production refuses to start without one
+# of its own.
+TEST_DATA_KEY = "dGVzdC1kYXRhLWtleS1ub3QtZm9yLXByb2R1Y3Rpb24="
 # NIST SP 800-63B-4 3.2.2: at most 100 consecutive failures before the password is disabled.
 NIST_MAX_FAILURES = 100
 
@@ -60,6 +75,11 @@ class Settings:
     threads: int = 8
     trusted_proxies: int = 0
     registration: Registration = Registration.OPEN
+    # Two-factor authentication: whose accounts must enrol, and the data keys (Fernet, newest
+    # first; BASTION_DATA_KEY is comma-separated) that encrypt TOTP secrets at rest. They are
+    # not derived from secret_key, so rotating one never breaks the other.
+    require_2fa: Require2FA = Require2FA.ADMINS
+    data_key: tuple[str, ...] = ()
     password_min_length: int = 15
     session_idle_minutes: int = 30
     session_absolute_hours: int = 8
@@ -116,6 +136,8 @@ class Settings:
         # Accept plain strings for the enum fields (tests and callers pass "closed", "testing").
         object.__setattr__(self, "env", Environment(self.env))
         object.__setattr__(self, "registration", Registration(self.registration))
+        object.__setattr__(self, "require_2fa", Require2FA(self.require_2fa))
+        object.__setattr__(self, "data_key", tuple(self.data_key))
         object.__setattr__(self, "instance_path", Path(self.instance_path))
 
     # ----------------------------------------------------------------- derived values
@@ -165,6 +187,9 @@ class Settings:
             "database_url": reader.secret("DATABASE_URL") or "",
             "redis_url": reader.secret("REDIS_URL"),
             "registration": reader.choice("REGISTRATION", Registration, Registration.OPEN),
+            "require_2fa": reader.choice("REQUIRE_2FA", Require2FA, Require2FA.ADMINS),
+            "data_key": _split_keys(reader.secret("DATA_KEY"))
+            or _split_keys(_read_instance_secret(instance_path, DATA_KEY_FILE)),
             "smtp_password": reader.secret("SMTP_PASSWORD"),
         }
         for spec in dataclasses.fields(cls):
@@ -182,12 +207,34 @@ class Settings:
             "env": Environment.TESTING,
             "secret_key": "test-secret-key-" + "x" * 32,
             "ratelimit_default": "100000 per minute",
+            "require_2fa": Require2FA.OFF,
+            "data_key": (TEST_DATA_KEY,),
         }
         base.update(overrides)
         return cls(**base)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def _check_data_key(self) -> None:
+        """Refuse malformed data keys, a data key equal to the secret key, or none in production."""
+        for key in self.data_key:
+            try:
+                raw = base64.urlsafe_b64decode(key.encode("ascii"))
+            except (ValueError, binascii.Error):
+                raw = b""
+            if len(raw) != FERNET_KEY_BYTES:
+                raise SettingsError(
+                    "BASTION_DATA_KEY: each key must be a Fernet key (32 bytes, urlsafe base64)"
+                )
+            if key == self.secret_key:
+                raise SettingsError("BASTION_DATA_KEY must differ from BASTION_SECRET_KEY")
+        if self.env is Environment.PRODUCTION and not self.data_key:
+            # Fail closed: TOTP secrets are never stored unencrypted (ASVS 11.1.x / 14.2.x).
+            raise SettingsError(
+                "BASTION_DATA_KEY is missing: set it (or BASTION_DATA_KEY_FILE) to a Fernet key, "
+                "or let `bastion serve` create instance/data_key"
+            )
 
     # ------------------------------------------------------------------------ guards
     def check(self) -> None:
@@ -201,6 +248,7 @@ class Settings:
         if self.trusted_proxies < 0:
             raise SettingsError("BASTION_TRUSTED_PROXIES may not be negative")
         self._check_lockout()
+        self._check_data_key()
         if self.env is not Environment.PRODUCTION:
             return
         if self.debug:
@@ -231,9 +279,14 @@ class Settings:
             )
 
 
-def _read_instance_secret(instance_path: Path) -> str:
-    """The key `bastion serve` generated on first run, so the CLI finds the same key."""
-    key_file = instance_path / "secret_key"
+def _split_keys(raw: str | None) -> tuple[str, ...]:
+    """Comma-separated keys, newest first, blanks dropped."""
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _read_instance_secret(instance_path: Path, name: str = "secret_key") -> str:
+    """A key `bastion serve` generated on first run, so the CLI finds the same key."""
+    key_file = instance_path / name
     return key_file.read_text().strip() if key_file.is_file() else ""
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
 MAX_PASSWORD = 1024
 
@@ -64,3 +64,57 @@ class LogoutForm(FlaskForm):  # type: ignore[misc]
 
 class ReauthForm(FlaskForm):  # type: ignore[misc]
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    # Asked for (and then required) only when the account has 2FA on.
+    code = StringField("Authentication code", validators=[Optional(), Length(max=64)])
+
+
+# ------------------------------------------------------------ recovery and 2FA forms
+class CodeField(StringField):  # type: ignore[misc]
+    """A one-time code: 6 digits from the authenticator app, or a recovery code."""
+
+
+def code_field(label: str = "Authentication code", required: bool = True) -> CodeField:
+    first = DataRequired() if required else Optional()
+    return CodeField(label, validators=[first, Length(max=64), printable])
+
+
+class ResetRequestForm(FlaskForm):  # type: ignore[misc]
+    email = EmailField("Email address", validators=[DataRequired(), Length(max=320), printable])
+
+
+class ResetPasswordForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    password_confirm = PasswordField(
+        "Repeat new password",
+        validators=[DataRequired(), EqualTo("password", message="The passwords do not match.")],
+    )
+    code = code_field(required=False)
+
+
+class EmailChangeForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField(
+        "Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD)]
+    )
+    new_email = EmailField(
+        "New email address", validators=[DataRequired(), Length(max=320), printable]
+    )
+
+
+class ButtonForm(FlaskForm):  # type: ignore[misc]
+    """A CSRF-protected button (confirm a link, revoke a session, regenerate codes)."""
+
+
+class TotpEnrolForm(FlaskForm):  # type: ignore[misc]
+    code = code_field("Code from your authenticator app")
+
+
+class SecondFactorForm(FlaskForm):  # type: ignore[misc]
+    code = code_field()
+    nonce = HiddenField(validators=[DataRequired(), Length(max=64)])
+
+
+class DisableMfaForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField(
+        "Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD)]
+    )
+    code = code_field()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import String
+from sqlalchemy import BigInteger, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.clock import utcnow
@@ -38,3 +38,38 @@ class User(UserMixin, Base):  # type: ignore[misc]
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
+
+
+class TotpCredential(Base):
+    """A user's confirmed TOTP authenticator; the row exists only while 2FA is on.
+
+    The seed is encrypted with the data key (security/crypto.py), bound to the user id.
+    `last_step` is the newest accepted time step: a code is accepted only for a later step,
+    so no code works twice (pyotp leaves replay protection to the application).
+    """
+
+    __tablename__ = "totp_credentials"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(Text)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    enabled_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecoveryCode(Base):
+    """A single-use recovery code, stored as the SHA-256 of its normalised text.
+
+    Each code carries 125 random bits, so a fast hash is enough (ASVS 6.5.2 allows an
+    approved hash for secrets of at least 112 bits); `used_at` marks it spent.
+    """
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (UniqueConstraint("user_id", "code_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]

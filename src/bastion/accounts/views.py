@@ -19,7 +19,7 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from bastion.accounts import service
+from bastion.accounts import mfa, pending_login, service
 from bastion.accounts.forms import (
     ChangePasswordForm,
     ConfirmForm,
@@ -30,10 +30,13 @@ from bastion.accounts.forms import (
     SetupForm,
 )
 from bastion.accounts.models import User
+from bastion.accounts.notifications import Notice, notify
+from bastion.accounts.throttle import throttle_second_factor
 from bastion.audit import EventTag, record
 from bastion.core.db import db
 from bastion.core.mail import Mailer, MailMessage
 from bastion.security import devices, rate_limit, sessions
+from bastion.security.freshness import is_fresh
 from bastion.security.identity import current_actor
 from bastion.security.lockout import LockoutPolicy
 from bastion.security.permissions import is_privileged
@@ -46,7 +49,9 @@ bp = Blueprint("accounts", __name__, template_folder="templates")
 
 log = structlog.get_logger("bastion.accounts")
 
-LOGIN_FAILED = "Invalid email or password."  # one message for every failure (OWASP Auth CS)
+LOGIN_FAILED = (
+    "Invalid email or password."  # one message for every failure (OWASP Auth CS)
+)
 
 
 def _settings() -> Settings:
@@ -104,7 +109,9 @@ def register() -> Response | tuple[str, int]:
                     mailer=_mailer(),
                     site=_site(),
                 )
-                return redirect(url_for("accounts.check_email"), code=HTTPStatus.SEE_OTHER)
+                return redirect(
+                    url_for("accounts.check_email"), code=HTTPStatus.SEE_OTHER
+                )
     status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK
     return render_template("accounts/register.html", form=form), status
 
@@ -161,7 +168,9 @@ def confirm(token: str) -> Response:
     except service.AccountError as exc:
         page = render_template("accounts/confirm.html", form=None, error=str(exc))
         return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-    return _no_referrer(Response(render_template("accounts/confirm.html", form=form, error=None)))
+    return _no_referrer(
+        Response(render_template("accounts/confirm.html", form=form, error=None))
+    )
 
 
 # ------------------------------------------------------------------- login/logout
@@ -199,7 +208,9 @@ def login() -> Response | tuple[str, int]:
     return render_template("accounts/login.html", form=form), status
 
 
-def _remember_device(response: Response, user: User, device: devices.Device | None) -> Response:
+def _remember_device(
+    response: Response, user: User, device: devices.Device | None
+) -> Response:
     """Give this browser a device cookie; a browser new to this user means a notice mail.
 
     OWASP device cookies: the cookie lets its owner keep trying while the account is
@@ -243,7 +254,9 @@ def _send_logged(mailer: Mailer, message: MailMessage) -> None:
     try:
         mailer.send(message)
     except Exception as exc:  # the answer is already sent; a lost notice is logged
-        log.error("notice not sent", subject=message.subject, error_type=type(exc).__name__)
+        log.error(
+            "notice not sent", subject=message.subject, error_type=type(exc).__name__
+        )
 
 
 def _deferred_mailer() -> Mailer:
@@ -261,21 +274,34 @@ def unlock(token: str) -> Response:
         except service.AccountError as exc:
             page = render_template("accounts/unlock.html", form=None, error=str(exc))
             return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-        page = render_template("accounts/unlock.html", form=None, error=None, unlocked=True)
+        page = render_template(
+            "accounts/unlock.html", form=None, error=None, unlocked=True
+        )
         return _no_referrer(Response(page))
     try:
         service.check_unlock(token)
     except service.AccountError as exc:
         page = render_template("accounts/unlock.html", form=None, error=str(exc))
         return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-    return _no_referrer(Response(render_template("accounts/unlock.html", form=form, error=None)))
+    return _no_referrer(
+        Response(render_template("accounts/unlock.html", form=form, error=None))
+    )
 
 
 def _finish_password_login(user: User, *, remember: bool) -> Response:
-    """The password is proven: sign in (the second-factor step hooks in here)."""
+    """The password is proven: sign in, or first ask for the second factor.
+
+    With 2FA on, the password alone signs nobody in: the session only gets a pending state
+    (server-side, 5 minutes, bound to this session) and the user the /auth/login/2fa step.
+    """
+    target = safe_next(request.args.get("next"), url_for("web.home"))
+    if mfa.has_totp(user.id):
+        pending_login.begin(user.id, remember=remember, target=target)
+        return redirect(
+            url_for("accounts.login_second_factor"), code=HTTPStatus.SEE_OTHER
+        )
     _sign_in(user, remember=remember)
     service.record_login(user, current_actor(), remember=remember)
-    target = safe_next(request.args.get("next"), url_for("web.home"))
     return redirect(target, code=HTTPStatus.SEE_OTHER)
 
 
@@ -305,23 +331,46 @@ def logout() -> Response:
 @bp.route("/auth/reauth", methods=["GET", "POST"])
 @login_required
 def reauth() -> Response | tuple[str, int]:
-    """Prove the password again before a sensitive action (ASVS 7.5.1)."""
+    """Prove the password (and the second factor, when on) again before a sensitive action.
+
+    ASVS 7.5.1 / 7.5.3: a recent sign-in means every factor the account has, not just one.
+    """
     form = ReauthForm()
     target = safe_next(request.args.get("next"), url_for("web.home"))
+    user: User = current_user._get_current_object()
+    needs_code = mfa.has_totp(user.id)
     if form.validate_on_submit():
-        user: User = current_user._get_current_object()
-        if service.reauthenticate(user, form.password.data, current_actor()):
+        rate_limit.check(LimitName.USER_REAUTH, str(user.id))  # before hashing
+        actor = current_actor()
+        if needs_code and not form.code.data:
+            form.code.errors.append("Enter the code from your authenticator app.")
+        elif not service.reauthenticate(user, form.password.data, actor):
+            form.password.errors.append("That password is not correct.")
+        elif needs_code and not _second_factor_ok(user, form.code.data):
+            form.code.errors.append("That code is not correct.")
+        else:
             sessions.mark_reauthenticated()
             return redirect(target, code=HTTPStatus.SEE_OTHER)
-        form.password.errors.append("That password is not correct.")
     status = HTTPStatus.UNAUTHORIZED if form.is_submitted() else HTTPStatus.OK
-    return render_template("accounts/reauth.html", form=form), status
+    return render_template(
+        "accounts/reauth.html", form=form, needs_code=needs_code
+    ), status
+
+
+def _second_factor_ok(user: User, code: str) -> bool:
+    throttle_second_factor(user.id)
+    return mfa.verify_second_factor(user, code, current_actor()) is not None
 
 
 # ------------------------------------------------------------------------ account
 @bp.route("/account/", methods=["GET", "POST"])
 @login_required
 def account() -> Response | tuple[str, int]:
+    # Viewing the page needs a sign-in; changing the password needs a recent one (ASVS 7.5.1).
+    if request.method == "POST" and not is_fresh():
+        return redirect(
+            url_for("accounts.reauth", next=request.path), code=HTTPStatus.SEE_OTHER
+        )
     form = ChangePasswordForm()
     if form.validate_on_submit():
         user: User = current_user._get_current_object()
@@ -340,10 +389,23 @@ def account() -> Response | tuple[str, int]:
             # and gives this one a new id.
             sessions.revoke_user_sessions(user.id, keep_current=True)
             sessions.rotate_session_id()
-            flash("Your password has been changed. Other sessions were signed out.", "success")
+            notify(
+                _mailer(),
+                to=user.email,
+                notice=Notice.PASSWORD_CHANGED,
+                public_url=_settings().public_url,
+            )
+            flash(
+                "Your password has been changed. Other sessions were signed out.",
+                "success",
+            )
             return redirect(url_for("accounts.account"), code=HTTPStatus.SEE_OTHER)
     status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK
-    return render_template("accounts/account.html", form=form), status
+    user = current_user._get_current_object()
+    page = render_template(
+        "accounts/account.html", form=form, mfa_on=mfa.has_totp(user.id)
+    )
+    return page, status
 
 
 # -------------------------------------------------------------------- first admin
@@ -376,3 +438,8 @@ def setup(token: str) -> Response:
         status = HTTPStatus.BAD_REQUEST
     page = render_template("accounts/setup.html", form=form, error=None)
     return _no_referrer(Response(page, status))
+
+
+# The rest of the account pages live in their own modules and register on `bp` here, once
+# the helpers above exist: reset and email change, 2FA, and the session list.
+from bastion.accounts import mfa_views, my_sessions, recovery  # noqa: E402, F401

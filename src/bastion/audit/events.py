@@ -32,6 +32,19 @@ class EventTag(StrEnum):
     ADMIN_SESSIONS_REVOKE = "admin.user.sessions.revoke"
     ADMIN_SESSION_REVOKE = "admin.session.revoke"
     ADMIN_AUDIT_EXPORT = "admin.audit.export"
+    # Recovery, account changes, 2FA and session control (accounts/recovery.py, mfa_views.py,
+    # my_sessions.py).
+    PASSWORD_RESET_REQUEST = "account.password.reset_request"  # noqa: S105 - an event name
+    PASSWORD_RESET = "account.password.reset"  # noqa: S105 - an event name
+    EMAIL_CHANGE_REQUEST = "account.email.change_request"
+    EMAIL_CHANGE = "account.email.change"
+    MFA_ENABLE = "account.mfa.enable"
+    MFA_DISABLE = "account.mfa.disable"
+    MFA_RECOVERY_CODES = "account.mfa.recovery_codes"
+    MFA_VERIFY = "auth.mfa.verify"
+    MFA_RECOVERY_USED = "auth.mfa.recovery_used"
+    SESSION_REVOKE = "account.session.revoke"
+    SESSIONS_REVOKE_OTHERS = "account.sessions.revoke_others"
 
 
 class Outcome(StrEnum):

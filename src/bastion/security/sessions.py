@@ -44,6 +44,7 @@ from bastion.security.session_store import (
 SESSION_COOKIE = "__Host-session"
 REMEMBER_COOKIE = "__Host-remember"
 USER_KEY = "_user_id"  # the key Flask-Login keeps the user id under
+REMEMBER_LINK = "remember"  # record.extra: hash of the remember-me token this session holds
 TOUCH_INTERVAL = timedelta(seconds=60)  # last-seen precision; saves a write per request
 PURGE_ONE_IN = 200  # opportunistic purge of expired rows, one new session in N
 
@@ -208,6 +209,7 @@ class SessionManager(SessionInterface):
         session.sid = None
         session.new_id = True
         session.record = self._new_record(user_id, now, auth_at=None)
+        session.record.extra[REMEMBER_LINK] = hash_id(session.remember_value)
         session._data = {USER_KEY: str(user_id), "_fresh": False}
         session.modified = True
 
@@ -371,6 +373,7 @@ def start_authenticated_session(user_id: int, *, remember: bool) -> None:
     session.record = manager()._new_record(user_id, now, auth_at=now)
     if remember:
         session.remember_value = manager()._new_remember_token(user_id, now)
+        session.record.extra[REMEMBER_LINK] = hash_id(session.remember_value)
 
 
 def rotate_session_id() -> None:
@@ -416,6 +419,22 @@ def revoke_user_sessions(user_id: int, *, keep_current: bool = False) -> int:
     return count
 
 
+def revoke_session(key: str) -> None:
+    """End one session (by its stored key) and the remember-me token that could revive it.
+
+    Deleting only the session would leave a device with "keep me signed in" signed in:
+    its remember cookie would restore a new session on the next request.
+    """
+    store = manager().store
+    record = store.get(key)
+    if record is not None:
+        remember = record.extra.get(REMEMBER_LINK)
+        if isinstance(remember, str):
+            db.session.execute(delete(RememberToken).where(RememberToken.key == remember))
+            db.session.commit()
+    store.delete(key)
+
+
 def list_user_sessions(user_id: int) -> list[SessionRecord]:
     now = utcnow()
     alive = [r for r in manager().store.list_for_user(user_id) if manager()._alive(r, now)]
@@ -452,6 +471,7 @@ __all__ = [
     "end_session",
     "init_app",
     "list_user_sessions",
+    "revoke_session",
     "revoke_user_sessions",
     "rotate_session_id",
     "start_authenticated_session",
