@@ -49,9 +49,7 @@ bp = Blueprint("accounts", __name__, template_folder="templates")
 
 log = structlog.get_logger("bastion.accounts")
 
-LOGIN_FAILED = (
-    "Invalid email or password."  # one message for every failure (OWASP Auth CS)
-)
+LOGIN_FAILED = "Invalid email or password."  # one message for every failure (OWASP Auth CS)
 
 
 def _settings() -> Settings:
@@ -109,9 +107,7 @@ def register() -> Response | tuple[str, int]:
                     mailer=_mailer(),
                     site=_site(),
                 )
-                return redirect(
-                    url_for("accounts.check_email"), code=HTTPStatus.SEE_OTHER
-                )
+                return redirect(url_for("accounts.check_email"), code=HTTPStatus.SEE_OTHER)
     status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK
     return render_template("accounts/register.html", form=form), status
 
@@ -168,9 +164,7 @@ def confirm(token: str) -> Response:
     except service.AccountError as exc:
         page = render_template("accounts/confirm.html", form=None, error=str(exc))
         return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-    return _no_referrer(
-        Response(render_template("accounts/confirm.html", form=form, error=None))
-    )
+    return _no_referrer(Response(render_template("accounts/confirm.html", form=form, error=None)))
 
 
 # ------------------------------------------------------------------- login/logout
@@ -208,9 +202,7 @@ def login() -> Response | tuple[str, int]:
     return render_template("accounts/login.html", form=form), status
 
 
-def _remember_device(
-    response: Response, user: User, device: devices.Device | None
-) -> Response:
+def _remember_device(response: Response, user: User, device: devices.Device | None) -> Response:
     """Give this browser a device cookie; a browser new to this user means a notice mail.
 
     OWASP device cookies: the cookie lets its owner keep trying while the account is
@@ -254,9 +246,7 @@ def _send_logged(mailer: Mailer, message: MailMessage) -> None:
     try:
         mailer.send(message)
     except Exception as exc:  # the answer is already sent; a lost notice is logged
-        log.error(
-            "notice not sent", subject=message.subject, error_type=type(exc).__name__
-        )
+        log.error("notice not sent", subject=message.subject, error_type=type(exc).__name__)
 
 
 def _deferred_mailer() -> Mailer:
@@ -274,18 +264,14 @@ def unlock(token: str) -> Response:
         except service.AccountError as exc:
             page = render_template("accounts/unlock.html", form=None, error=str(exc))
             return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-        page = render_template(
-            "accounts/unlock.html", form=None, error=None, unlocked=True
-        )
+        page = render_template("accounts/unlock.html", form=None, error=None, unlocked=True)
         return _no_referrer(Response(page))
     try:
         service.check_unlock(token)
     except service.AccountError as exc:
         page = render_template("accounts/unlock.html", form=None, error=str(exc))
         return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-    return _no_referrer(
-        Response(render_template("accounts/unlock.html", form=form, error=None))
-    )
+    return _no_referrer(Response(render_template("accounts/unlock.html", form=form, error=None)))
 
 
 def _finish_password_login(user: User, *, remember: bool) -> Response:
@@ -297,9 +283,7 @@ def _finish_password_login(user: User, *, remember: bool) -> Response:
     target = safe_next(request.args.get("next"), url_for("web.home"))
     if mfa.has_totp(user.id):
         pending_login.begin(user.id, remember=remember, target=target)
-        return redirect(
-            url_for("accounts.login_second_factor"), code=HTTPStatus.SEE_OTHER
-        )
+        return redirect(url_for("accounts.login_second_factor"), code=HTTPStatus.SEE_OTHER)
     _sign_in(user, remember=remember)
     service.record_login(user, current_actor(), remember=remember)
     return redirect(target, code=HTTPStatus.SEE_OTHER)
@@ -352,9 +336,7 @@ def reauth() -> Response | tuple[str, int]:
             sessions.mark_reauthenticated()
             return redirect(target, code=HTTPStatus.SEE_OTHER)
     status = HTTPStatus.UNAUTHORIZED if form.is_submitted() else HTTPStatus.OK
-    return render_template(
-        "accounts/reauth.html", form=form, needs_code=needs_code
-    ), status
+    return render_template("accounts/reauth.html", form=form, needs_code=needs_code), status
 
 
 def _second_factor_ok(user: User, code: str) -> bool:
@@ -368,9 +350,7 @@ def _second_factor_ok(user: User, code: str) -> bool:
 def account() -> Response | tuple[str, int]:
     # Viewing the page needs a sign-in; changing the password needs a recent one (ASVS 7.5.1).
     if request.method == "POST" and not is_fresh():
-        return redirect(
-            url_for("accounts.reauth", next=request.path), code=HTTPStatus.SEE_OTHER
-        )
+        return redirect(url_for("accounts.reauth", next=request.path), code=HTTPStatus.SEE_OTHER)
     form = ChangePasswordForm()
     if form.validate_on_submit():
         user: User = current_user._get_current_object()
@@ -395,16 +375,11 @@ def account() -> Response | tuple[str, int]:
                 notice=Notice.PASSWORD_CHANGED,
                 public_url=_settings().public_url,
             )
-            flash(
-                "Your password has been changed. Other sessions were signed out.",
-                "success",
-            )
+            flash("Your password has been changed. Other sessions were signed out.", "success")
             return redirect(url_for("accounts.account"), code=HTTPStatus.SEE_OTHER)
     status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK
     user = current_user._get_current_object()
-    page = render_template(
-        "accounts/account.html", form=form, mfa_on=mfa.has_totp(user.id)
-    )
+    page = render_template("accounts/account.html", form=form, mfa_on=mfa.has_totp(user.id))
     return page, status
 
 
