@@ -11,6 +11,7 @@ from flask import (
     after_this_request,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
@@ -118,7 +119,7 @@ def _accept_invite(token: str) -> Response:
         invited = service.check_invite(token)
     except service.AccountError as exc:
         page = render_template("accounts/invite.html", form=None, error=str(exc))
-        return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+        return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
     form = RegisterForm(data={"email": invited} if request.method == "GET" else None)
     status = HTTPStatus.OK
     if form.validate_on_submit():
@@ -138,7 +139,7 @@ def _accept_invite(token: str) -> Response:
     if form.is_submitted():
         status = HTTPStatus.BAD_REQUEST
     page = render_template("accounts/invite.html", form=form, error=None, email=invited)
-    return _no_referrer(Response(page, status))
+    return _no_referrer(make_response(page, status))
 
 
 @bp.route("/auth/check-email")
@@ -156,15 +157,17 @@ def confirm(token: str) -> Response:
             service.confirm(token, current_actor())
         except service.AccountError as exc:
             page = render_template("accounts/confirm.html", form=None, error=str(exc))
-            return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+            return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
         flash("Your account is confirmed. You can sign in now.", "success")
         return redirect(url_for("accounts.login"), code=HTTPStatus.SEE_OTHER)
     try:
         service.check_confirmation(token)
     except service.AccountError as exc:
         page = render_template("accounts/confirm.html", form=None, error=str(exc))
-        return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-    return _no_referrer(Response(render_template("accounts/confirm.html", form=form, error=None)))
+        return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
+    return _no_referrer(
+        make_response(render_template("accounts/confirm.html", form=form, error=None))
+    )
 
 
 # ------------------------------------------------------------------- login/logout
@@ -263,15 +266,17 @@ def unlock(token: str) -> Response:
             service.unlock(token, current_actor())
         except service.AccountError as exc:
             page = render_template("accounts/unlock.html", form=None, error=str(exc))
-            return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+            return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
         page = render_template("accounts/unlock.html", form=None, error=None, unlocked=True)
-        return _no_referrer(Response(page))
+        return _no_referrer(make_response(page))
     try:
         service.check_unlock(token)
     except service.AccountError as exc:
         page = render_template("accounts/unlock.html", form=None, error=str(exc))
-        return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
-    return _no_referrer(Response(render_template("accounts/unlock.html", form=form, error=None)))
+        return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
+    return _no_referrer(
+        make_response(render_template("accounts/unlock.html", form=form, error=None))
+    )
 
 
 def _finish_password_login(user: User, *, remember: bool) -> Response:
@@ -391,7 +396,7 @@ def setup(token: str) -> Response:
         service.check_setup_token(token)
     except service.AccountError as exc:
         page = render_template("accounts/setup.html", form=None, error=str(exc))
-        return _no_referrer(Response(page, HTTPStatus.NOT_FOUND))
+        return _no_referrer(make_response(page, HTTPStatus.NOT_FOUND))
     form = SetupForm()
     status = HTTPStatus.OK
     if form.validate_on_submit():
@@ -412,7 +417,7 @@ def setup(token: str) -> Response:
     if form.is_submitted():
         status = HTTPStatus.BAD_REQUEST
     page = render_template("accounts/setup.html", form=form, error=None)
-    return _no_referrer(Response(page, status))
+    return _no_referrer(make_response(page, status))
 
 
 # The rest of the account pages live in their own modules and register on `bp` here, once
