@@ -106,6 +106,13 @@ def post_fork(server: Any, worker: Any) -> None:
     limit_heap_growth()
 
 
+_contexts = tls.ContextCache()
+
+
 def ssl_context(conf: Any, default_ssl_context_factory: Any) -> Any:
-    """gunicorn's default context (cert, key) with Bastion's TLS policy on top."""
-    return tls.harden(default_ssl_context_factory())
+    """gunicorn's default context (cert, key) with Bastion's TLS policy on top.
+
+    gthread calls this for every connection; the cache builds the context once per worker
+    (and again when the certificate files change).
+    """
+    return _contexts.get((conf.certfile, conf.keyfile), default_ssl_context_factory)

@@ -10,8 +10,10 @@ is disabled (a cheap CPU-exhaustion lever for clients).
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -40,6 +42,37 @@ def harden(context: ssl.SSLContext) -> ssl.SSLContext:
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     return context
+
+
+class ContextCache:
+    """One hardened server context per process, rebuilt when the certificate files change.
+
+    gunicorn's gthread worker asks for a new SSLContext for *every* connection; building one
+    loads the system CA store and the key pair (several ms of CPU) and, since TLS session
+    caches live in the context, makes every reconnect a full handshake. A renewed
+    certificate or key (new mtime, size or inode) is still picked up on the next connection.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stamp: tuple[tuple[int, int, int], ...] | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def get(self, files: Iterable[str], build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        try:
+            stamp = tuple(_stamp(path) for path in files)
+        except OSError:
+            return harden(build())  # let the factory report the missing file
+        with self._lock:
+            if self._context is None or stamp != self._stamp:
+                self._context = harden(build())
+                self._stamp = stamp
+            return self._context
+
+
+def _stamp(path: str) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size, info.st_ino
 
 
 def new_private_key() -> bytes:
@@ -107,6 +140,7 @@ def self_signed_certificate(
 __all__ = [
     "DEFAULT_HOSTS",
     "TLS12_CIPHERS",
+    "ContextCache",
     "harden",
     "new_private_key",
     "self_signed_certificate",
