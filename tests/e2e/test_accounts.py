@@ -50,13 +50,6 @@ def sign_out_and_check(live_server: LiveServer, watch: Watch) -> None:
     assert_page(watch, re.compile(r"/auth/login\?next=(/|%2F)$"), "Sign in")
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="app bugs: (1) accounts/views.py builds the confirm page with werkzeug's Response, "
-    "which defaults to text/plain, so the browser shows HTML source and no button; "
-    "(2) that page's `Referrer-Policy: no-referrer` makes the browser send `Origin: null` "
-    "with the POST, which security/csrf.py refuses as cross-site (400)",
-)
 def test_register_confirm_by_mail_sign_in_and_out(live_server: LiveServer, watch: Watch) -> None:
     page = watch.page
     email = new_email("bob")
