@@ -72,10 +72,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     # 8. Features.
     from bastion.accounts.views import bp as accounts_bp
     from bastion.admin.views import bp as admin_bp
+    from bastion.documents.views import bp as documents_bp
     from bastion.web.views import bp as web_bp
 
     app.register_blueprint(web_bp)
     app.register_blueprint(accounts_bp)
+    app.register_blueprint(documents_bp)
     app.register_blueprint(admin_bp)
 
     # 9. Errors, and finally: every route must have declared who may enter.

@@ -13,6 +13,7 @@ from bastion.audit import Actor
 from bastion.audit.cli import audit
 from bastion.core.clock import utcnow
 from bastion.core.db import db
+from bastion.documents.cli import storage as storage_group
 from bastion.security.permissions import Role
 from bastion.serving.command import serve
 
@@ -101,3 +102,4 @@ main.add_command(users)
 main.add_command(sessions_group)
 main.add_command(audit)
 main.add_command(serve)
+main.add_command(storage_group)

@@ -121,6 +121,19 @@ class Settings:
     # may wait for a free slot before it is refused with 503 (security/hash_guard.py).
     hash_concurrency: int = 0
     hash_wait_seconds: float = 0.1
+    # The document vault (bastion/documents). BASTION_STORAGE is `filesystem` (files under
+    # BASTION_UPLOAD_DIR, default <instance>/uploads) or `database` (chunked blobs in the SQL
+    # database, shared by every node); documents/storage.py refuses any other value at start.
+    max_upload_mb: int = 16
+    upload_quota_mb: int = 1024
+    storage: str = "filesystem"
+    upload_dir: str = ""
+    # PDF text for search is extracted in a child process with these limits (RLIMIT_AS).
+    pdf_text_seconds: float = 10.0
+    pdf_text_memory_mb: int = 512
+    ratelimit_user_download: str = "600 per hour"
+    ratelimit_user_search: str = "60 per minute"
+    ratelimit_user_share: str = "60 per hour"
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None

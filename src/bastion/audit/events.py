@@ -45,6 +45,14 @@ class EventTag(StrEnum):
     MFA_RECOVERY_USED = "auth.mfa.recovery_used"
     SESSION_REVOKE = "account.session.revoke"
     SESSIONS_REVOKE_OTHERS = "account.sessions.revoke_others"
+    # The document vault (documents/service.py).
+    DOCUMENT_UPLOAD = "document.upload"
+    DOCUMENT_UPLOAD_REFUSED = "document.upload.refused"
+    DOCUMENT_DOWNLOAD = "document.download"
+    DOCUMENT_SHARE = "document.share"
+    DOCUMENT_SHARE_REVOKE = "document.share.revoke"
+    DOCUMENT_DELETE = "document.delete"
+    DOCUMENT_PURGE = "document.purge"
 
 
 class Outcome(StrEnum):

@@ -20,8 +20,12 @@ LIMIT_ATTR = "__bastion_max_body__"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def max_body(limit_bytes: int) -> Callable[[F], F]:
-    """Give one view a body limit of its own (e.g. uploads), instead of the global one."""
+def max_body(limit_bytes: int | Callable[[], int]) -> Callable[[F], F]:
+    """Give one view a body limit of its own (e.g. uploads), instead of the global one.
+
+    A callable is asked per request (inside the app context), for limits that come from
+    settings, e.g. BASTION_MAX_UPLOAD_MB.
+    """
 
     def decorate(view: F) -> F:
         setattr(view, LIMIT_ATTR, limit_bytes)
@@ -46,6 +50,8 @@ def enforce_body_limit() -> None:
     if request.endpoint is not None:
         view = current_app.view_functions.get(request.endpoint)
         limit = getattr(view, LIMIT_ATTR, limit)
+        if callable(limit):
+            limit = limit()
     request.max_content_length = limit
     length = request.content_length
     if limit is not None and length is not None and length > limit:

@@ -14,6 +14,7 @@ class Permission(StrEnum):
     ADMIN_USERS = "admin:users:manage"
     ADMIN_SESSIONS = "admin:sessions:manage"
     AUDIT_READ = "admin:audit:read"
+    DOCUMENTS_READ_ALL = "documents:all:read"
 
 
 class Role(StrEnum):
@@ -27,7 +28,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.AUDITOR: frozenset(
         {Permission.ACCOUNT_SELF, Permission.ADMIN_CONSOLE, Permission.AUDIT_READ}
     ),
-    Role.ADMIN: frozenset(Permission),
+    # Reading everyone's documents is granted to no role by default, not even admin (issue 5).
+    Role.ADMIN: frozenset(Permission) - {Permission.DOCUMENTS_READ_ALL},
 }
 
 # Roles whose holders may never use "remember me" (a stolen device must not stay admin).

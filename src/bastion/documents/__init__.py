@@ -1,0 +1,1 @@
+"""The document vault: safe uploads, downloads, sharing and full-text search."""

@@ -1,0 +1,218 @@
+"""Where stored objects live: one interface, two backends, and a private staging area.
+
+- ``FilesystemStorage`` keeps each object as ``<root>/objects/<k[:2]>/<key>`` (mode 0600)
+  in a folder no route serves; an object appears by an atomic rename of a complete,
+  fsync'ed staged file, so a reader never sees half a file.
+- ``DatabaseStorage`` keeps objects as 1 MiB chunks in ``document_blobs``, written in the
+  same transaction as the document row: several nodes on PostgreSQL share files with no
+  extra service, and a rolled-back upload leaves no chunk behind.
+
+Keys are ``secrets.token_hex(16)`` and checked against that shape before they touch a path.
+Uploads are first written to ``<root>/tmp/*.part`` (``Staging``); a crash can leave only
+such a file, which ``bastion storage gc`` removes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Engine
+
+from bastion.core.db import db
+from bastion.documents.models import DocumentBlob
+
+READ_CHUNK = 256 * 1024
+BLOB_CHUNK = 1024 * 1024
+_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+class StorageKind(StrEnum):
+    FILESYSTEM = "filesystem"
+    DATABASE = "database"
+
+
+class StorageError(RuntimeError):
+    """A stored object is missing or a key is malformed (never a client's fault)."""
+
+
+def new_key() -> str:
+    return secrets.token_hex(16)
+
+
+def _checked(key: str) -> str:
+    if not _KEY.fullmatch(key):
+        raise StorageError("malformed storage key")
+    return key
+
+
+class Storage(Protocol):
+    """A place for stored objects; the document row says which key belongs to whom."""
+
+    def put(self, key: str, staged: Path) -> None:
+        """Store the complete file at `staged` under `key` (the file may be consumed)."""
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        """Yield the object's bytes in chunks (flat memory, whatever its size)."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+
+    def sweep(self, is_live: Callable[[str], bool], older_than: datetime) -> int:
+        """Remove objects no document refers to, older than `older_than`; return how many."""
+
+
+class FilesystemStorage:
+    def __init__(self, root: Path) -> None:
+        self.objects = root / "objects"
+
+    def _path(self, key: str) -> Path:
+        return self.objects / key[:2] / _checked(key)
+
+    def put(self, key: str, staged: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.replace(staged, target)  # same file system as the staging area: atomic
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        # Opened now, not on the first iteration: a missing object fails before any header.
+        try:
+            stream = self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise StorageError("stored object is missing") from exc
+        return _read(stream)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def sweep(self, is_live: Callable[[str], bool], older_than: datetime) -> int:
+        cutoff = older_than.timestamp()
+        removed = 0
+        if not self.objects.is_dir():
+            return 0
+        for path in self.objects.glob("*/*"):
+            if not _KEY.fullmatch(path.name) or path.stat().st_mtime >= cutoff:
+                continue
+            if not is_live(path.name):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+class DatabaseStorage:
+    """Chunks in the SQL database, inside the caller's transaction (the caller commits)."""
+
+    def put(self, key: str, staged: Path) -> None:
+        _checked(key)
+        with staged.open("rb") as stream:
+            seq = 0
+            while chunk := stream.read(BLOB_CHUNK):
+                # Core inserts, one chunk at a time: the ORM would hold every chunk in memory.
+                db.session.execute(insert(DocumentBlob), [{"key": key, "seq": seq, "data": chunk}])
+                seq += 1
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        # The generator outlives the request context, so it reads through the engine (one
+        # short pool checkout per chunk), never through the request's scoped session.
+        engine = db.engine
+        first = _chunk(engine, _checked(key), 0)
+        if first is None:
+            raise StorageError("stored object is missing")
+        return _rest(engine, key, first)
+
+    def delete(self, key: str) -> None:
+        db.session.execute(delete(DocumentBlob).where(DocumentBlob.key == _checked(key)))
+
+    def sweep(self, is_live: Callable[[str], bool], older_than: datetime) -> int:
+        keys = db.session.scalars(
+            select(DocumentBlob.key)
+            .where(DocumentBlob.seq == 0, DocumentBlob.created_at < older_than)
+            .distinct()
+        ).all()
+        dead = [key for key in keys if not is_live(key)]
+        for key in dead:
+            self.delete(key)
+        db.session.commit()
+        return len(dead)
+
+
+class Staging:
+    """Private temp files for uploads in progress, on the same file system as the objects."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "tmp"
+
+    @contextmanager
+    def file(self) -> Iterator[tuple[Path, BinaryIO]]:
+        """Yield a fresh temp file (path, open stream); it is removed afterwards if left."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.root / f"{secrets.token_hex(16)}.part"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb") as stream:
+                yield path, stream
+        finally:
+            path.unlink(missing_ok=True)
+
+    def sweep(self, older_than: datetime) -> int:
+        cutoff = older_than.timestamp()
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for path in self.root.glob("*.part"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _chunk(engine: Engine, key: str, seq: int) -> bytes | None:
+    statement = select(DocumentBlob.data).where(DocumentBlob.key == key, DocumentBlob.seq == seq)
+    with engine.connect() as connection:
+        data = connection.scalar(statement)
+    return None if data is None else bytes(data)
+
+
+def _rest(engine: Engine, key: str, first: bytes) -> Iterator[bytes]:
+    # One chunk in memory at a time, fetched as the client reads.
+    chunk: bytes | None = first
+    seq = 0
+    while chunk is not None:
+        yield chunk
+        seq += 1
+        chunk = _chunk(engine, key, seq)
+
+
+def _read(stream: BinaryIO) -> Iterator[bytes]:
+    with stream:
+        while chunk := stream.read(READ_CHUNK):
+            yield chunk
+
+
+def upload_root(instance_path: Path, upload_dir: str) -> Path:
+    return Path(upload_dir) if upload_dir else instance_path / "uploads"
+
+
+def build_storage(kind: str, root: Path) -> Storage:
+    """Return the configured backend; raise ValueError naming the setting otherwise."""
+    try:
+        chosen = StorageKind(kind)
+    except ValueError:
+        allowed = "|".join(member.value for member in StorageKind)
+        raise ValueError(f"BASTION_STORAGE must be one of {allowed}") from None
+    if chosen is StorageKind.DATABASE:
+        return DatabaseStorage()
+    return FilesystemStorage(root)
