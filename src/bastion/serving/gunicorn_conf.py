@@ -24,7 +24,7 @@ import os
 from typing import Any
 
 from bastion.serving import tls
-from bastion.serving.bootstrap import tls_files
+from bastion.serving.bootstrap import BootstrapError, tls_files
 from bastion.serving.net import address
 from bastion.serving.process import REFUSAL, limit_heap_growth, neutral_server_header
 from bastion.settings import Settings, SettingsError
@@ -41,7 +41,10 @@ try:
 except SettingsError as exc:  # a one-line reason, not a traceback from gunicorn's loader
     raise _refuse(str(exc)) from None
 
-_tls = tls_files(settings.instance_path, os.environ)
+try:
+    _tls = tls_files(settings.instance_path, os.environ)
+except BootstrapError as exc:
+    raise _refuse(str(exc)) from None
 
 # ------------------------------------------------------------------ server settings
 wsgi_app = "bastion.serving.wsgi:app"
