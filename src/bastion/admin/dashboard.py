@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -13,6 +11,7 @@ from sqlalchemy import ColumnElement, func, select
 from bastion.accounts.models import User
 from bastion.admin import audit_log
 from bastion.audit import EventTag
+from bastion.audit.chain import last_verification
 from bastion.audit.models import AuditEvent
 from bastion.core.db import db
 
@@ -31,7 +30,7 @@ ADMIN_ACTIONS = frozenset(
 class ChainStatus:
     """The audit chain's last verification, as far as this installation knows it."""
 
-    state: str  # "unavailable" (no chain yet), "never" (not verified), "ok", "failed"
+    state: str  # "never" (not verified yet), "ok" or "failed"
     checked_at: datetime | None = None
     events: int | None = None
     detail: str | None = None
@@ -94,23 +93,9 @@ def top_failure_ips(since: datetime) -> list[tuple[str, int]]:
     return [(str(ip), int(n)) for ip, n in db.session.execute(statement)]
 
 
-def _chain_module() -> ModuleType | None:
-    # The hash chain is being built beside this console; until it lands, say so.
-    try:
-        return importlib.import_module("bastion.audit.chain")
-    except ModuleNotFoundError as exc:
-        if exc.name != "bastion.audit.chain":
-            raise
-        return None
-
-
 def chain_status() -> ChainStatus:
     """The last verification of the audit chain (`bastion audit verify`)."""
-    module = _chain_module()
-    last = getattr(module, "last_verification", None) if module is not None else None
-    if last is None:
-        return ChainStatus("unavailable")
-    result = last()
+    result = last_verification()
     if result is None:
         return ChainStatus("never")
     return ChainStatus(

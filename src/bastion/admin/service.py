@@ -294,6 +294,24 @@ def list_sessions(
     return Page(items=rows, number=number, per_page=per_page, total=total)
 
 
+def get_session(
+    key: str, *, store: SessionStore, idle: timedelta, now: datetime
+) -> tuple[SessionRecord, User]:
+    """Return a live signed-in session and its owner, or raise NotFound.
+
+    Malformed, unknown, anonymous and ended sessions are all simply not found.
+    """
+    if not SESSION_KEY.fullmatch(key):
+        raise NotFound
+    found = store.get(key)
+    if found is None or found.user_id is None or not _alive(found, now, idle):
+        raise NotFound
+    user = db.session.get(User, found.user_id)
+    if user is None:
+        raise NotFound
+    return found, user
+
+
 def revoke_session(
     key: str,
     *,
@@ -305,17 +323,10 @@ def revoke_session(
 ) -> str:
     """End one signed-in session; return its owner's email.
 
-    Raises NotFound for a key that is malformed, unknown, anonymous or already over, and
-    GuardRail for the caller's own current session (signing out is the way to end that).
+    Raises NotFound (see get_session), and GuardRail for the caller's own current session
+    (signing out is the way to end that).
     """
-    if not SESSION_KEY.fullmatch(key):
-        raise NotFound
-    found = store.get(key)
-    if found is None or found.user_id is None or not _alive(found, now, idle):
-        raise NotFound
-    user = db.session.get(User, found.user_id)
-    if user is None:
-        raise NotFound
+    found, user = get_session(key, store=store, idle=idle, now=now)
     if key == current_key:
         raise GuardRail("This is your current session: use Sign out to end it.")
     record(

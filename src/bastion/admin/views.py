@@ -272,6 +272,10 @@ def sessions_page() -> tuple[str, int]:
 @recent_auth_required
 def revoke_session(key: str) -> Response:
     if request.method == "GET":
+        try:
+            service.get_session(key, store=sessions.manager().store, idle=_idle(), now=utcnow())
+        except service.NotFound:
+            abort(HTTPStatus.NOT_FOUND)
         return _see_other("admin.sessions_page")
     if not ActionForm().validate_on_submit():
         abort(HTTPStatus.BAD_REQUEST)
