@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from html import unescape
 
 import pyotp
@@ -12,7 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.conftest import GOOD_PASSWORD, AuthActions, csrf_token_from
+from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
 
 SECRET_RE = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
 RECOVERY_RE = re.compile(r"<li><code>([A-Z2-7]{5}(?:-[A-Z2-7]{5}){4})</code></li>")
@@ -91,3 +92,20 @@ def login_2fa(
     assert first.status_code == 303, first.status_code
     assert first.headers["Location"] == "/auth/login/2fa"
     return second_step(auth.client, code)
+
+
+class NewMail:
+    """The mails sent since this object was made (the outbox outlives a single test)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.before = len(outbox.messages())
+
+    def messages(self) -> list[EmailMessage]:
+        return self.outbox.messages()[self.before :]
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages() if m["To"] == address]
+
+    def subjects(self, address: str) -> list[str]:
+        return [m["Subject"] for m in self.to(address)]
