@@ -67,18 +67,26 @@ def test_serve_refuses_a_short_secret_key(tmp_path: Path) -> None:
     assert not (tmp_path / "instance" / "tls").exists()  # refused before any TLS work
 
 
-@pytest.mark.parametrize(
-    "how", [pytest.param(["--workers", "2"], id="flag"), pytest.param([], id="GUNICORN_CMD_ARGS")]
-)
-def test_gunicorn_config_refuses_several_workers_in_on_starting(
-    server: Serve, how: list[str]
-) -> None:
-    """Even when BASTION_WORKERS says 1, gunicorn's real worker count decides."""
+def test_serve_never_generates_node_local_keys_for_a_shared_database(tmp_path: Path) -> None:
+    env = clean_env(
+        tmp_path / "instance",
+        BASTION_SECRET_KEY="",
+        BASTION_DATABASE_URL="postgresql://127.0.0.1:1/bastion",  # never reached
+    )
+    result = run([str(BIN / "bastion"), "serve"], env, tmp_path)
+    assert result.returncode != 0
+    assert "BASTION_SECRET_KEY is not set" in one_line_refusal(result.stderr)
+    assert not (tmp_path / "instance" / "secret_key").exists()
+
+
+def test_gunicorn_config_refuses_several_workers_in_on_starting(server: Serve) -> None:
+    """Even when BASTION_WORKERS says 1, the worker count gunicorn will fork decides.
+
+    (``--workers`` here; GUNICORN_CMD_ARGS lands in the same ``server.cfg.workers``.)
+    """
     port = free_port()
-    env = dict(server.env)
-    if not how:
-        env["GUNICORN_CMD_ARGS"] = "--workers 2"
-    result = run([*GUNICORN, *how, "--bind", f"{LOOPBACK}:{port}"], env, server.workdir)
+    argv = [*GUNICORN, "--workers", "2", "--bind", f"{LOOPBACK}:{port}"]
+    result = run(argv, server.env, server.workdir)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(REFUSAL), result.stderr

@@ -91,14 +91,26 @@ def prepare(environ: MutableMapping[str, str]) -> tuple[Settings, list[str]]:
         notes.append(f"created instance folder {settings.instance_path}")
     environ["BASTION_INSTANCE_PATH"] = str(settings.instance_path)
     # Keys the operator didn't supply are generated once in the instance folder, where
-    # Settings.from_env() (and so every later `bastion` command) finds them.
+    # Settings.from_env() (and so every later `bastion` command) finds them. Not with a
+    # shared database or Redis: every node must hold the same keys, and a key generated
+    # here would exist on this node only (sessions and 2FA would break across nodes).
+    shared = settings.redis_url is not None or not settings.is_sqlite
     generated = False
-    if not _from_env(environ, "SECRET_KEY") and ensure_secret_key(settings.instance_path):
-        notes.append(f"generated a secret key in {settings.instance_path / SECRET_KEY_FILE}")
-        generated = True
-    if not _from_env(environ, "DATA_KEY") and ensure_data_key(settings.instance_path):
-        notes.append(f"generated a data key in {settings.instance_path / DATA_KEY_FILE}")
-        generated = True
+    for name, filename, ensure in (
+        ("SECRET_KEY", SECRET_KEY_FILE, ensure_secret_key),
+        ("DATA_KEY", DATA_KEY_FILE, ensure_data_key),
+    ):
+        key_file = settings.instance_path / filename
+        if _from_env(environ, name) or key_file.exists():
+            continue
+        if shared:
+            raise BootstrapError(
+                f"BASTION_{name} is not set: with a shared database or Redis every node needs "
+                f"the same key, so set BASTION_{name} or BASTION_{name}_FILE"
+            )
+        if ensure(settings.instance_path):
+            notes.append(f"generated a {name.lower().replace('_', ' ')} in {key_file}")
+            generated = True
     if generated:
         settings = Settings.from_env(environ)
     public_url = _public_url(settings, environ)
