@@ -81,7 +81,7 @@ def hourly_bar_chart(
         )
     for index, (hour, count) in enumerate(counts):
         x = LEFT + index * slot
-        if hour.hour == 0:  # a tick and a label at each midnight (UTC)
+        if hour.hour == 0 and x + 40 <= WIDTH:  # a tick and a label at each midnight (UTC)
             parts.append(
                 _element("line", {"x1": x, "x2": x, "y1": base, "y2": base + 5, "stroke": INK})
             )

@@ -346,12 +346,19 @@ def revoke_session(
     return user.email
 
 
-def invite(email: str, *, actor: Actor, mailer: Mailer, site: accounts.Site) -> str:
+def invite(email: str, *, actor: Actor, mailer: Mailer, site: accounts.Site, accepted: bool) -> str:
     """Mail a single-use invitation link to `email`; return the normalised address.
 
     The accounts service mints the INVITE token and writes the audit event. Admins may learn
-    that an address already has an account, so that is said plainly.
+    that an address already has an account, so that is said plainly. `accepted` says whether
+    the registration page honours invitations (not when registration is closed): a link
+    that cannot work is not sent.
     """
+    if not accepted:
+        raise Conflict(
+            "Registration is closed, so an invitation could not be used. "
+            "Set BASTION_REGISTRATION to 'invite' (or 'open') first."
+        )
     try:
         address = accounts.normalise_email(email)
     except accounts.AccountError as exc:

@@ -34,6 +34,7 @@ from bastion.security.freshness import recent_auth_required
 from bastion.security.identity import current_actor
 from bastion.security.permissions import Permission
 from bastion.security.policy import requires
+from bastion.settings import Registration, Settings
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
@@ -212,7 +213,7 @@ def invite() -> Response | tuple[str, int]:
     form = InviteForm()
     status = HTTPStatus.OK
     if form.validate_on_submit():
-        settings = current_app.extensions["bastion.settings"]
+        settings: Settings = current_app.extensions["bastion.settings"]
         mailer: Mailer = current_app.extensions["bastion.mailer"]
         try:
             address = service.invite(
@@ -220,6 +221,7 @@ def invite() -> Response | tuple[str, int]:
                 actor=current_actor(),
                 mailer=mailer,
                 site=accounts.Site(settings.public_url, settings.password_min_length),
+                accepted=settings.registration is not Registration.CLOSED,
             )
         except service.Conflict as exc:
             form.email.errors.append(str(exc))

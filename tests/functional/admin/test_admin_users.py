@@ -332,6 +332,15 @@ def test_action_without_csrf_token_is_400(
     assert events(app, EventTag.ADMIN_USER_DISABLE) == []
 
 
+@pytest.mark.settings(registration="closed")
+def test_no_invitation_while_registration_is_closed(admin: Console, outbox: Outbox) -> None:
+    sent = len(outbox.messages())
+    response = admin.post("/admin/users/invite", {"email": "new@example.com"})
+    assert response.status_code == HTTPStatus.CONFLICT
+    assert "Registration is closed" in response.get_data(as_text=True)
+    assert len(outbox.messages()) == sent
+
+
 def test_invite_without_csrf_token_is_400(admin: Console, outbox: Outbox) -> None:
     sent = len(outbox.messages())
     response = admin.client.post("/admin/users/invite", data={"email": "x@example.com"})
