@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, make_response, redirect, render_template, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -56,7 +56,7 @@ def reset_password(token: str) -> Response:
         user = lifecycle.check_reset_token(token)
     except AccountError as exc:
         page = render_template("accounts/reset_password.html", form=None, error=str(exc))
-        return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+        return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
     needs_code = mfa.has_totp(user.id)
     form = ResetPasswordForm()
     if form.validate_on_submit():
@@ -86,7 +86,7 @@ def reset_password(token: str) -> Response:
     page = render_template(
         "accounts/reset_password.html", form=form, error=None, needs_code=needs_code, user=user
     )
-    return _no_referrer(Response(page, status))
+    return _no_referrer(make_response(page, status))
 
 
 # ------------------------------------------------------------------- email change
@@ -131,13 +131,13 @@ def confirm_email_change(token: str) -> Response:
         new_email = lifecycle.check_email_change(token, user)
     except AccountError as exc:
         page = render_template("accounts/confirm_email_change.html", form=None, error=str(exc))
-        return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+        return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
     if form.validate_on_submit():
         try:
             old, new = lifecycle.apply_email_change(token, user, current_actor())
         except AccountError as exc:
             page = render_template("accounts/confirm_email_change.html", form=None, error=str(exc))
-            return _no_referrer(Response(page, HTTPStatus.BAD_REQUEST))
+            return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
         # The identity behind this session changed: give it a new id (ASVS 7.2.4).
         sessions.rotate_session_id()
         notify(
@@ -152,4 +152,4 @@ def confirm_email_change(token: str) -> Response:
     page = render_template(
         "accounts/confirm_email_change.html", form=form, error=None, new_email=new_email
     )
-    return _no_referrer(Response(page))
+    return _no_referrer(make_response(page))
