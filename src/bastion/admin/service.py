@@ -138,7 +138,7 @@ def change_role(user_id: int, role: str, *, actor: Actor) -> bool:
 
     Raises AdminError for an unknown role, GuardRail for the caller's own account or the
     last administrator, NotFound for an unknown user. The user's sessions end: a privilege
-    change starts a new session (ASVS 7.4.3 spirit, OWASP Session Management CS).
+    change starts a new session (OWASP Session Management CS: renew on privilege change).
     """
     try:
         new_role = Role(role)
@@ -170,8 +170,9 @@ def change_role(user_id: int, role: str, *, actor: Actor) -> bool:
 def set_active(user_id: int, active: bool, *, actor: Actor) -> bool:
     """Enable or disable the account; return False when it already was so.
 
-    Disabling ends all the user's sessions and remember-me tokens in the same step
-    (ASVS 7.4.2). Raises GuardRail for the caller's own account or the last administrator.
+    Disabling ends all the user's sessions and remember-me tokens right after the change
+    commits (ASVS 7.4.2). Raises GuardRail for the caller's own account or the last
+    administrator, NotFound for an unknown user.
     """
     admins = _lock_active_admin_ids()
     user = _lock_user(user_id)
