@@ -48,6 +48,11 @@ def settings_overrides(
     return values
 
 
+def browser_escaped(name: str) -> str:
+    """A file name as browsers put it in multipart/form-data (WHATWG: " CR LF escaped)."""
+    return name.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
 @dataclass
 class Person:
     """A signed-in user with their own browser."""
@@ -69,7 +74,9 @@ class Person:
     ) -> TestResponse:
         form: dict[str, Any] = {
             "csrf_token": self.csrf(),
-            "file": FileStorage(io.BytesIO(data), filename=name, content_type=content_type),
+            "file": FileStorage(
+                io.BytesIO(data), filename=browser_escaped(name), content_type=content_type
+            ),
         }
         if title is not None:
             form["title"] = title

@@ -88,12 +88,12 @@ class FilesystemStorage:
             os.close(directory)
 
     def chunks(self, key: str) -> Iterator[bytes]:
-        # Opened now, not on the first iteration: a missing object fails before any header.
-        try:
-            stream = self._path(key).open("rb")
-        except FileNotFoundError as exc:
-            raise StorageError("stored object is missing") from exc
-        return _read(stream)
+        # Checked now, so a missing object fails before any header is sent; opened on the
+        # first read, so a response that is never read holds no file open.
+        path = self._path(key)
+        if not path.is_file():
+            raise StorageError("stored object is missing")
+        return _read(path)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -196,8 +196,8 @@ def _rest(engine: Engine, key: str, first: bytes) -> Iterator[bytes]:
         chunk = _chunk(engine, key, seq)
 
 
-def _read(stream: BinaryIO) -> Iterator[bytes]:
-    with stream:
+def _read(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as stream:
         while chunk := stream.read(READ_CHUNK):
             yield chunk
 
