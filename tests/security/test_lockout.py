@@ -276,6 +276,7 @@ def test_hundred_failures_lock_out_even_the_device_until_unlocked(
     victim = user_id(app, VICTIM)
     with app.app_context():  # 99 failures already, spread over many lock periods
         lockout.register_failure(victim, lockout.LockoutPolicy(), datetime.now(UTC))
+        db.session.flush()
         db.session.execute(
             update(lockout.AccountLockout)
             .where(lockout.AccountLockout.user_id == victim)

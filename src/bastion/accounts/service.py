@@ -213,14 +213,18 @@ def authenticate(
         lock = lockout.register_failure(user.id, policy, now)
         if device is not None and trusted:
             device.note_failure()
-        if lock.newly_locked:
-            _account_locked(user, lock, actor, mailer, site)
-    record_failure(
+    # One transaction on every failure path (the count rides with the audit event), so
+    # an existing account's failure costs no extra commit an attacker could time.
+    record(
         EventTag.LOGIN_FAILURE,
         actor,
+        outcome=Outcome.FAILURE,
         target=email or email_input[:320],
         details={"known_account": user is not None, "locked": locked, "device": trusted},
     )
+    db.session.commit()
+    if user is not None and lock.newly_locked:
+        _account_locked(user, lock, actor, mailer, site)
     return None
 
 

@@ -4,8 +4,9 @@ Rules (all settings; OWASP Authentication CS "account lockout", NIST SP 800-63B-
 
 - Failures are counted **per account**, not per IP: one row per account in
   ``account_lockouts`` holds the streak of consecutive failures since the last success. The
-  counter is bumped with one atomic ``UPDATE ... RETURNING``, so concurrent failures on
-  several nodes never lose a count and exactly one request sees each threshold.
+  counter is bumped with one atomic upsert (``INSERT ... ON CONFLICT DO UPDATE ...
+  RETURNING``), so concurrent failures on several nodes never lose a count and exactly one
+  request sees each threshold.
 - Every ``BASTION_LOCKOUT_THRESHOLD`` (10) consecutive failures lock the account for the next
   of ``BASTION_LOCKOUT_DELAYS_MINUTES`` (1, 5, 15, 60, then 60 again): growing delays.
 - At ``BASTION_LOCKOUT_MAX_FAILURES`` (100, NIST's upper bound) the password is *disabled*
@@ -120,48 +121,45 @@ def _state_of(row: AccountLockout, *, newly_locked: bool = False) -> LockState:
     )
 
 
-def _ensure_row(user_id: int, now: datetime) -> None:
+def _upsert_failure(user_id: int, now: datetime) -> AccountLockout:
+    """Add one failure in a single atomic statement; return the row as it now stands."""
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    db.session.execute(
+    upsert = (
         insert(AccountLockout)
-        .values(user_id=user_id, failures=0, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["user_id"])
+        .values(user_id=user_id, failures=1, updated_at=now)
+        .on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={"failures": AccountLockout.failures + 1, "updated_at": now},
+        )
+        .returning(AccountLockout)
     )
+    row: AccountLockout = db.session.scalars(
+        upsert, execution_options={"populate_existing": True}
+    ).one()
+    return row
 
 
 def register_failure(user_id: int, policy: LockoutPolicy, now: datetime | None = None) -> LockState:
     """Count one failed sign-in atomically; lock (or disable) when it completes a threshold.
 
-    Commits. The returned state says `newly_locked` for exactly one of any concurrent
-    failures that cross a threshold.
+    Does not commit: the caller commits it with the failure's audit event, so a failed
+    login costs one transaction whether or not the account exists (timing). The returned
+    state says `newly_locked` for exactly one of any concurrent failures that cross a
+    threshold (the upsert serialises them on the row).
     """
     now = now or utcnow()
-    _ensure_row(user_id, now)
-    failures = db.session.execute(
-        update(AccountLockout)
-        .where(AccountLockout.user_id == user_id)
-        .values(failures=AccountLockout.failures + 1, updated_at=now)
-        .returning(AccountLockout.failures)
-    ).scalar_one()
-    lock = policy.lock_after(failures)
+    row = _upsert_failure(user_id, now)
+    lock = policy.lock_after(row.failures)
     # Crossing a threshold, or reaching the maximum, starts a new lock period (once: a
     # concurrent failure past the maximum doesn't start another).
-    disable = failures == policy.max_failures
+    disable = row.failures == policy.max_failures
     if lock is not None or disable:
-        db.session.execute(
-            update(AccountLockout)
-            .where(AccountLockout.user_id == user_id)
-            .values(
-                locked_at=now,
-                locked_until=None if disable else now + (lock or timedelta()),
-                disabled_at=now if disable else AccountLockout.disabled_at,
-            )
-        )
-    db.session.commit()
-    row = db.session.get(AccountLockout, user_id, populate_existing=True)
-    if row is None:  # a concurrent success reset the streak meanwhile
-        return UNLOCKED
+        row.locked_at = now
+        row.locked_until = None if disable else now + (lock or timedelta())
+        if disable:
+            row.disabled_at = now
+        db.session.flush()
     return _state_of(row, newly_locked=lock is not None or disable)
 
 

@@ -39,6 +39,7 @@ def _fail(user_id: int, times: int, now: datetime = T0) -> lockout.LockState:
     state = lockout.UNLOCKED
     for _ in range(times):
         state = lockout.register_failure(user_id, POLICY, now)
+        db.session.commit()  # the caller commits, with its audit event
     return state
 
 
@@ -52,6 +53,7 @@ def test_ten_failures_lock_for_one_minute_and_a_success_resets(
         assert not ninth.newly_locked
 
         tenth = lockout.register_failure(user_id, POLICY, T0)
+        db.session.commit()
         assert tenth.newly_locked
         assert tenth.failures == 10
         assert tenth.is_locked(T0 + timedelta(seconds=59))
