@@ -259,3 +259,15 @@ def test_require_off_is_the_test_default(auth: AuthActions, client: FlaskClient)
     auth.create_user("root@example.com", role="admin", name="Root Admin")
     auth.login("root@example.com")
     assert client.get("/").status_code == HTTPStatus.OK
+
+
+def test_turning_2fa_on_signs_out_the_other_sessions(
+    app: Flask, auth: AuthActions, client: FlaskClient, clock: Clock
+) -> None:
+    auth.create_user()
+    elsewhere = app.test_client()
+    AuthActions(app, elsewhere).login()  # e.g. a session opened with a stolen password
+    auth.login()
+    enrol(client, clock)
+    assert elsewhere.get("/").status_code == HTTPStatus.FOUND
+    assert client.get("/").status_code == HTTPStatus.OK

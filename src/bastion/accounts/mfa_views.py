@@ -156,7 +156,10 @@ def mfa_setup() -> Response | tuple[str, int]:
             form.code.errors = [*form.code.errors, str(exc)]
         else:
             session.pop(PENDING_ENROLMENT, None)
-            sessions.rotate_session_id()  # a stronger sign-in state: a new session id
+            # Sessions that began with the password alone (a thief's, perhaps) end now, and
+            # this one gets a new id for its stronger state (ASVS 7.2.4, 7.4.3).
+            sessions.revoke_user_sessions(user.id, keep_current=True)
+            sessions.rotate_session_id()
             _notify(user, Notice.MFA_ENABLED)
             return render_template("accounts/recovery_codes.html", codes=codes, first=True), 200
     status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK

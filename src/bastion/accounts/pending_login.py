@@ -77,7 +77,8 @@ def current() -> PendingLogin | None:
     if KEY not in session:
         return None
     pending = _parse(session.get(KEY))
-    if pending is None or pending.expires <= utcnow().timestamp() or pending.attempts >= MAX_ATTEMPTS:
+    expired = pending is None or pending.expires <= utcnow().timestamp()
+    if pending is None or expired or pending.attempts >= MAX_ATTEMPTS:
         clear()
         return None
     return pending
