@@ -27,7 +27,7 @@ from tests.security.helpers import Factory, audit_rows, closed_port
 
 VICTIM = "alice@example.com"
 WRONG = "not the password at all"
-TOO_MANY = "Too many requests"
+TOO_MANY = "Too many requests. For your protection"
 
 
 def login(client: FlaskClient, email: str = VICTIM, password: str = WRONG, **kw: Any) -> Any:

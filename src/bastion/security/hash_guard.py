@@ -12,11 +12,12 @@ verify made on behalf of a request goes through ``hash_password``/``verify_passw
   which is not the client's fault, so not 429. Nothing queues without bound, and threads
   serving other pages stay free.
 
-Decision: the guard wraps the *callers* (the account service), not bastion.security.passwords,
-which stays a pure library usable from the CLI without an app. Where it sits: authenticate()
-and register() in accounts/service.py; the reset/2FA/re-auth code uses the same wrappers.
-The guard runs after the rate limits, so a refused request has already been counted and
-a flood can't use the refusal to probe more cheaply.
+Decision: the guard wraps the *callers*, not bastion.security.passwords, which stays a
+pure library usable from the CLI without an app. Login (accounts/service.py authenticate())
+and registration (register()) hash through ``hash_password``/``verify_password`` here;
+every other request-time hash (reset, re-authentication, password change, 2FA disable)
+should too. The guard runs after the rate limits, so a refused request has already been
+counted: the refusal is no cheaper way to probe.
 """
 
 from __future__ import annotations

@@ -33,10 +33,18 @@ Two layers, one store:
    ==================  =============================  =========================================
 
    Every value is a setting (``BASTION_RATELIMIT_<NAME>``, dots and underscores as ``_``).
-   Use: ``check(LimitName.IP_RESET, client_ip())`` then, once the address is normalised,
-   ``check(LimitName.USER_RESET, email)``.
+   Per-IP limits of a form are declared on the view, ``@ip_limited(LimitName.IP_RESET)``:
+   its unsafe requests spend them in a before_request hook right after Flask-Limiter's,
+   still before CSRF, the session or the database. Account limits are spent where the
+   address is known: ``check(LimitName.USER_RESET, normalised_email)``. Login spends
+   ip.login (hook), then ip_user.login and user.login in accounts/service.py authenticate();
+   a trusted device cookie skips user.login, so a botnet can't use the account's budget to
+   lock its owner out (see security/lockout.py).
 
-Keys: ``<prefix>rl/<name>/<hmac>/...`` where the HMAC is over the key parts with a key
+Every key part, IP or address, is counted whether or not an account exists, so a 429
+tells nothing about accounts.
+
+Keys: ``LIMITS:<prefix>rl/<name>/<hmac>/...`` where the HMAC is over the key parts with a key
 derived from SECRET_KEY, so an email address never appears in Redis (nor can it be
 recovered from a key by hashing guesses). The moving-window strategy makes every limit
 exact: with Redis the window is one sorted list updated atomically by a Lua script, so
@@ -230,9 +238,19 @@ def _audit_refusal(limit: str, key: str, retry_after: int) -> None:
         log.error("rate-limit audit failed", error_type=type(exc).__name__)
 
 
+def _wait_text(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} seconds"
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
 def _handle_rate_limited(error: RateLimited) -> Response:
     _audit_refusal(error.limit_name, error.key, error.seconds)
-    response = error_response(HTTPStatus.TOO_MANY_REQUESTS)
+    message = (
+        "Too many requests. For your protection this action is paused; "
+        f"please wait {_wait_text(error.seconds)} and try again."
+    )
+    response = error_response(HTTPStatus.TOO_MANY_REQUESTS, message)
     response.headers["Retry-After"] = str(error.seconds)
     return response
 
