@@ -70,9 +70,12 @@ class PruneRefused(RuntimeError):
 
 
 class _Broken(Exception):
-    def __init__(self, detail: str) -> None:
+    """The first break found, and how many events verified before it."""
+
+    def __init__(self, detail: str, events: int = 0) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.events = events
 
 
 # ------------------------------------------------------------------------ verification
@@ -107,7 +110,7 @@ def _verify(session: Session, anchors: list[Anchor]) -> VerificationResult:
             count = _walk(session, rows, head_seq, head_hash, anchors)
         _check_beyond_head(session, head_seq, head_hash)
     except _Broken as broken:
-        return VerificationResult(now, False, 0, broken.detail, head_seq, head_hash)
+        return VerificationResult(now, False, broken.events, broken.detail, head_seq, head_hash)
     detail = f"ok: {count} events, head {head_hash}"
     return VerificationResult(now, True, count, detail, head_seq, head_hash)
 
@@ -141,31 +144,37 @@ def _walk(
         if row.seq != last_seq + 1:
             raise _Broken(
                 f"deleted: events seq {last_seq + 1}..{row.seq - 1} are missing"
-                f" (gap before event seq {row.seq}, id {row.id})"
+                f" (gap before event seq {row.seq}, id {row.id})",
+                count,
             )
         if row.prev_hash != expected:
             raise _Broken(
                 f"inserted: event seq {row.seq} (id {row.id}) does not link to"
-                f" event seq {last_seq} (prev_hash mismatch)"
+                f" event seq {last_seq} (prev_hash mismatch)",
+                count,
             )
         if row_hash(row) != row.row_hash:
-            raise _Broken(f"altered: event seq {row.seq} (id {row.id}) does not match its hash")
-        _check_anchor(pending.pop(row.seq, None), row.row_hash)
+            raise _Broken(
+                f"altered: event seq {row.seq} (id {row.id}) does not match its hash", count
+            )
+        _check_anchor(pending.pop(row.seq, None), row.row_hash, count)
         count += 1
         last_seq, expected = row.seq, row.row_hash
     if last_seq != head_seq:
         first = last_seq + 1 if count else 1
         raise _Broken(
             f"deleted: events seq {first}..{head_seq} are missing"
-            f" (the chain head is seq {head_seq})"
+            f" (the chain head is seq {head_seq})",
+            count,
         )
     if expected != head_hash:
-        raise _Broken(f"altered: the chain head's hash does not match event seq {head_seq}")
+        raise _Broken(f"altered: the chain head's hash does not match event seq {head_seq}", count)
     if pending:
         missing = min(pending.values(), key=lambda a: a.seq)
         raise _Broken(
             f"deleted: event seq {missing.seq} (recorded by {missing.source}) is gone;"
-            f" the chain head is seq {head_seq}"
+            f" the chain head is seq {head_seq}",
+            count,
         )
     return count
 
@@ -198,11 +207,12 @@ def _checkpoint_claim(row: AuditEvent) -> tuple[int, str] | None:
         return None
 
 
-def _check_anchor(anchor: Anchor | None, found: str) -> None:
+def _check_anchor(anchor: Anchor | None, found: str, verified: int = 0) -> None:
     if anchor is not None and anchor.row_hash != found:
         raise _Broken(
             f"altered: event seq {anchor.seq} no longer has the hash recorded by {anchor.source}"
-            " (the chain was rewritten)"
+            " (the chain was rewritten)",
+            verified,
         )
 
 
@@ -217,6 +227,8 @@ def _check_beyond_head(session: Session, head_seq: int, head_hash: str) -> None:
     session.expire_all()
     head = session.get(AuditChainHead, HEAD_ID)
     now_seq, now_hash = (head.seq, head.row_hash) if head is not None else (0, GENESIS)
+    if head is None:
+        raise _Broken(f"deleted: the chain head is missing, yet event seq {beyond.seq} exists")
     if (now_seq, now_hash) == (head_seq, head_hash):
         raise _Broken(
             f"inserted: event seq {beyond.seq} (id {beyond.id}) lies beyond the chain head"

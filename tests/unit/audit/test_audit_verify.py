@@ -89,7 +89,8 @@ def test_the_result_is_stored_for_the_dashboard(chain: list[AuditEvent]) -> None
     db.session.remove()
     last = last_verification()
     assert last is not None
-    assert (last.ok, last.events, last.detail) == (False, 0, failed.detail)
+    # A failed check counts the events that verified before the break.
+    assert (last.ok, last.events, last.detail) == (False, 1, failed.detail)
     assert last.checked_at.tzinfo is not None
     assert last.checked_at >= done.checked_at
 
@@ -179,6 +180,11 @@ def test_a_well_formed_row_appended_behind_the_heads_back_is_reported(
     result = verify_chain()
     assert result.detail.startswith("inserted: event seq 6 ")
     assert "lies beyond the chain head (seq 5)" in result.detail
+
+
+def test_a_deleted_head_row_is_reported(chain: list[AuditEvent]) -> None:
+    sql("DELETE FROM audit_chain_head")
+    assert verify_chain().detail == "deleted: the chain head is missing, yet event seq 1 exists"
 
 
 def test_a_moved_head_is_reported(chain: list[AuditEvent]) -> None:
