@@ -192,13 +192,12 @@ def start_serve(workdir: Path, name: str = "serve", **overrides: str) -> Serve:
     """Start `bastion serve` from `workdir` (instance in workdir/instance) and wait for it."""
     port, http_port = free_port(), free_port()
     instance = workdir / "instance"
-    env = clean_env(
-        instance,
-        BASTION_PORT=str(port),
-        BASTION_HTTP_PORT=str(http_port),
-        BASTION_PUBLIC_URL=f"https://{LOOPBACK}:{port}",
-        **overrides,
-    )
+    settings = {
+        "BASTION_PORT": str(port),
+        "BASTION_HTTP_PORT": str(http_port),
+        "BASTION_PUBLIC_URL": f"https://{LOOPBACK}:{port}",
+    }
+    env = clean_env(instance, **{**settings, **overrides})
     process = spawn([str(BIN / "bastion"), "serve"], env, workdir, name)
     server = Serve(process, port, http_port, instance, env, workdir)
     wait_for_https(process, port, server.cafile)

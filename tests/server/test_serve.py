@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import signal
 import stat
 import sys
@@ -11,10 +12,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from bastion.serving import command
 from tests.server.conftest import (
     BIN,
     LOOPBACK,
@@ -59,23 +62,47 @@ def test_serve_refuses_several_workers_without_redis(tmp_path: Path) -> None:
     assert port_closed(port, seconds=0.5)
 
 
-def test_serve_refuses_a_short_secret_key(tmp_path: Path) -> None:
+def serve_in_process(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Run `bastion serve` in this process for paths that must refuse before serving.
+
+    Cheaper than a new interpreter; binding, migrating and exec'ing are replaced by a
+    failure so a missed refusal can't take over the test process.
+    """
+
+    def must_not_run(*_: object) -> None:
+        raise AssertionError("bastion serve got past its checks")
+
+    monkeypatch.setattr(command, "listen", must_not_run)
+    monkeypatch.setattr(command, "exec_gunicorn", must_not_run)
+    outer = {key: None for key in os.environ if key.startswith("BASTION_")}
+    umask = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(command.serve, [], env={**outer, **env})
+    finally:
+        os.umask(umask)
+    assert not isinstance(result.exception, AssertionError), result.exception
+    return result.exit_code, result.stderr
+
+
+def test_serve_refuses_a_short_secret_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = clean_env(tmp_path / "instance", BASTION_SECRET_KEY="x" * 31)
-    result = run([str(BIN / "bastion"), "serve"], env, tmp_path)
-    assert result.returncode != 0
-    assert "BASTION_SECRET_KEY" in one_line_refusal(result.stderr)
+    code, stderr = serve_in_process(env, monkeypatch)
+    assert code != 0
+    assert "BASTION_SECRET_KEY" in one_line_refusal(stderr)
     assert not (tmp_path / "instance" / "tls").exists()  # refused before any TLS work
 
 
-def test_serve_never_generates_node_local_keys_for_a_shared_database(tmp_path: Path) -> None:
+def test_serve_never_generates_node_local_keys_for_a_shared_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = clean_env(
         tmp_path / "instance",
         BASTION_SECRET_KEY="",
         BASTION_DATABASE_URL="postgresql://127.0.0.1:1/bastion",  # never reached
     )
-    result = run([str(BIN / "bastion"), "serve"], env, tmp_path)
-    assert result.returncode != 0
-    assert "BASTION_SECRET_KEY is not set" in one_line_refusal(result.stderr)
+    code, stderr = serve_in_process(env, monkeypatch)
+    assert code != 0
+    assert "BASTION_SECRET_KEY is not set" in one_line_refusal(stderr)
     assert not (tmp_path / "instance" / "secret_key").exists()
 
 
@@ -152,13 +179,12 @@ def test_first_run_creates_private_files_and_a_second_run_keeps_them(tmp_path: P
         assert first.process.stop(signal.SIGTERM) == 0
     assert port_closed(first.http_port), "the redirector outlived the server"
 
-    second = start_serve(tmp_path, "second", BASTION_SECRET_KEY="")
+    second = start_serve(tmp_path, "second", BASTION_SECRET_KEY="", BASTION_HTTP_PORT="0")
     try:
         assert {name: (instance / name).read_bytes() for name in SECRET_FILES} == contents
         assert "generated" not in second.process.stderr()
     finally:
-        second.process.stop(signal.SIGINT)
-    assert port_closed(second.http_port), "the redirector outlived the server"
+        assert second.process.stop(signal.SIGINT) == 0
     assert port_closed(second.port)
 
 

@@ -36,7 +36,7 @@ from bastion.serving.bootstrap import (
     is_private,
 )
 from bastion.serving.net import ListenError, listen
-from bastion.serving.process import PARENT_PID_ENV, REFUSAL
+from bastion.serving.process import PARENT_PID_ENV, REFUSAL, with_hugepage_tunable
 from bastion.serving.tls import DEFAULT_HOSTS
 from bastion.settings import Settings, SettingsError
 
@@ -166,7 +166,7 @@ def exec_gunicorn(sock: socket.socket, environ: Mapping[str, str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # Fixed argv (our interpreter, gunicorn, our config), no shell.
-    os.execve(sys.executable, argv, dict(environ))  # noqa: S606
+    os.execve(sys.executable, argv, with_hugepage_tunable(environ))  # noqa: S606
 
 
 @click.command("serve")

@@ -10,6 +10,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
 # How every refusal to start begins (`bastion serve`, gunicorn's on_starting): one line.
 REFUSAL = "bastion: refusing to start: "
@@ -75,6 +76,24 @@ def limit_heap_growth(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, threshold) == 1)
 
 
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def with_hugepage_tunable(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` plus GLIBC_TUNABLES=glibc.malloc.hugetlb=1, unless the operator set it.
+
+    The price of `limit_heap_growth` is that every hash maps a fresh 19 MiB block and
+    faults in ~4,900 small pages (measured here: +10-13 ms of system CPU per verify, on top
+    of ~25 ms). With this tunable (glibc >= 2.35; ignored elsewhere) malloc asks for
+    transparent huge pages on what it maps (madvise), so the same block takes ~10 faults:
+    +3 ms. Memory is still returned at free(). It must be in the environment before the
+    process starts, hence set by `bastion serve` for the gunicorn it execs.
+    """
+    env = dict(environ)
+    env.setdefault("GLIBC_TUNABLES", HUGEPAGE_TUNABLE)
+    return env
+
+
 def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> bool:
     """Ask Linux to send `sig` to this process when its parent exits (PR_SET_PDEATHSIG).
 
@@ -104,4 +123,5 @@ __all__ = [
     "die_with_parent",
     "limit_heap_growth",
     "neutral_server_header",
+    "with_hugepage_tunable",
 ]
