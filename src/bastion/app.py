@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, g
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bastion.core import request_log
 from bastion.core.db import db, engine_options, install_sqlite_pragmas
-from bastion.core.errors import register_error_handlers
+from bastion.core.errors import DEPENDENCY_DOWN, register_error_handlers
 from bastion.core.logging import configure_logging
 from bastion.core.mail import build_mailer
 from bastion.extensions import login_manager, migrate
@@ -121,6 +121,8 @@ def _init_login(app: Flask) -> None:
 
     @login_manager.user_loader  # type: ignore[untyped-decorator]
     def load_user(user_id: str) -> User | None:
+        if g.get(DEPENDENCY_DOWN):
+            return None  # answering an outage: the error page renders for nobody
         user = db.session.get(User, int(user_id))
         # A disabled or unconfirmed account is anonymous from its next request on.
         return user if user is not None and user.is_active else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 import structlog
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
@@ -23,6 +23,10 @@ MESSAGES: dict[int, str] = {
     500: "Something went wrong on our side. It has been logged; please try again later.",
     503: "The service is briefly unavailable. Please try again in a moment.",
 }
+
+
+# Set on `g` while a dependency outage is answered, so the error page touches no store.
+DEPENDENCY_DOWN = "dependency_down"
 
 
 class DependencyUnavailable(Exception):
@@ -68,6 +72,7 @@ def handle_rate_limited(error: RateLimitExceeded) -> Response:
 
 
 def handle_unavailable(error: Exception) -> Response:
+    g.setdefault(DEPENDENCY_DOWN, True)
     _rollback()
     log.error("dependency unavailable", error_type=type(error).__name__)
     response = error_response(HTTPStatus.SERVICE_UNAVAILABLE)

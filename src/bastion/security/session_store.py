@@ -10,18 +10,23 @@ no usable session ids.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import redis
 from sqlalchemy import ForeignKey, RowMapping, String, Table, Text, delete, func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.db import Base
 from bastion.core.errors import DependencyUnavailable
+
+_M = TypeVar("_M", bound=Callable[..., Any])
 
 
 class SessionStoreUnavailable(DependencyUnavailable):
@@ -121,6 +126,19 @@ def _record_from_row(row: RowMapping) -> SessionRecord:
     )
 
 
+def _db_unavailable(method: _M) -> _M:
+    """Turn a database failure inside a store call into SessionStoreUnavailable (503)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise SessionStoreUnavailable from exc
+
+    return cast(_M, wrapper)
+
+
 class SqlSessionStore:
     """Sessions in the database, written on their own short connection.
 
@@ -132,11 +150,13 @@ class SqlSessionStore:
         self.engine = engine
         self.table: Table = StoredSession.__table__  # type: ignore[assignment]
 
+    @_db_unavailable
     def get(self, key: str) -> SessionRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(self.table).where(self.table.c.key == key)).mappings().first()
         return None if row is None else _record_from_row(row)
 
+    @_db_unavailable
     def save(self, record: SessionRecord, idle_seconds: int) -> None:
         values = _row_values(record)
         with self.engine.begin() as conn:
@@ -146,6 +166,7 @@ class SqlSessionStore:
             if updated.rowcount == 0:
                 conn.execute(self.table.insert().values(**values))
 
+    @_db_unavailable
     def touch(self, record: SessionRecord, idle_seconds: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -154,10 +175,12 @@ class SqlSessionStore:
                 .values(last_seen_at=record.last_seen_at)
             )
 
+    @_db_unavailable
     def delete(self, key: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(StoredSession).where(StoredSession.key == key))
 
+    @_db_unavailable
     def delete_for_user(self, user_id: int, *, keep: str | None = None) -> int:
         statement = delete(StoredSession).where(StoredSession.user_id == user_id)
         if keep is not None:
@@ -165,11 +188,13 @@ class SqlSessionStore:
         with self.engine.begin() as conn:
             return int(conn.execute(statement).rowcount)
 
+    @_db_unavailable
     def list_for_user(self, user_id: int) -> list[SessionRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(self.table).where(self.table.c.user_id == user_id))
             return [_record_from_row(row) for row in rows.mappings()]
 
+    @_db_unavailable
     def list_all(
         self, *, user_id: int | None, now: datetime, idle_seconds: int, limit: int, offset: int
     ) -> tuple[list[SessionRecord], int]:
@@ -193,6 +218,7 @@ class SqlSessionStore:
             )
             return [_record_from_row(row) for row in rows.mappings()], int(total or 0)
 
+    @_db_unavailable
     def purge_expired(self, now: datetime, idle_seconds: int) -> int:
         idle_cutoff = now - timedelta(seconds=idle_seconds)
         with self.engine.begin() as conn:
@@ -203,6 +229,7 @@ class SqlSessionStore:
             )
             return int(result.rowcount)
 
+    @_db_unavailable
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))

@@ -22,16 +22,21 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, request
+import redis
+import structlog
+from flask import Flask, Request, Response, current_app, g, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, Signer
 from sqlalchemy import ForeignKey, String, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
+from bastion.core.errors import DEPENDENCY_DOWN, DependencyUnavailable, error_response
 from bastion.security.session_store import (
     RedisSessionStore,
     SessionRecord,
@@ -40,6 +45,8 @@ from bastion.security.session_store import (
     SqlSessionStore,
     redis_client,
 )
+
+log = structlog.get_logger("bastion.sessions")
 
 SESSION_COOKIE = "__Host-session"
 REMEMBER_COOKIE = "__Host-remember"
@@ -97,6 +104,10 @@ class ServerSession(SessionMixin):
     def _load(self) -> dict[str, Any]:
         self.accessed = True
         if not self._loaded:
+            if g.get(DEPENDENCY_DOWN):
+                # An outage is being answered: render the 503 page as anonymous and leave
+                # the store (and the cookie) alone rather than fail a second time.
+                return self._data
             self._loaded = True
             self._manager.load(self)
         return self._data
@@ -244,6 +255,17 @@ class SessionManager(SessionInterface):
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         assert isinstance(session, ServerSession)
+        if g.get(DEPENDENCY_DOWN):
+            return  # don't sign anyone out over an outage: the cookie stays as it was
+        try:
+            self._save(app, session, response)
+        except (DependencyUnavailable, SQLAlchemyError, redis.RedisError) as exc:
+            # The store failed while the response was being finished: never send a success
+            # whose session was not stored (a login that silently isn't); answer 503.
+            log.error("session store failed on save", error_type=type(exc).__name__)
+            _replace_with_unavailable(response)
+
+    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         if session.accessed:
             response.vary.add("Cookie")
         if session.forget_remember:
@@ -319,6 +341,16 @@ class SessionManager(SessionInterface):
     @staticmethod
     def _delete_cookie(response: Response, name: str) -> None:
         response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="Lax")
+
+
+def _replace_with_unavailable(response: Response) -> None:
+    unavailable = error_response(HTTPStatus.SERVICE_UNAVAILABLE)
+    response.set_data(unavailable.get_data())
+    response.status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    response.headers["Content-Type"] = unavailable.headers["Content-Type"]
+    for name in ("Location", "Set-Cookie"):
+        response.headers.remove(name)
+    response.headers["Retry-After"] = "5"
 
 
 def _user_id_of(data: dict[str, Any]) -> int | None:
