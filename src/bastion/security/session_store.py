@@ -269,7 +269,11 @@ class RedisSessionStore:
             if record.user_id is not None:
                 index = self._user_index(record.user_id)
                 pipe.sadd(index, record.key)
-                pipe.expireat(index, record.expires_at)
+                # The index lives as long as the user's longest session: set an expiry if
+                # it has none, otherwise only ever extend it (touching an older session
+                # must not let the index expire under a newer one and escape revocation).
+                pipe.expireat(index, record.expires_at, nx=True)
+                pipe.expireat(index, record.expires_at, gt=True)
             pipe.execute()
         except redis.RedisError as exc:
             raise SessionStoreUnavailable from exc
