@@ -342,7 +342,8 @@ def revoke_session(
             "after": {"active": False},
         },
     )
-    store.delete(key)
+    # Also drops the remember-me token tied to it, which would otherwise revive the session.
+    sessions.revoke_session(key)
     db.session.commit()
     return user.email
 
