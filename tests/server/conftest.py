@@ -128,9 +128,8 @@ def wait_for_https(process: Process, port: int, cafile: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
-            pytest.fail(
-                f"server exited with {process.proc.returncode}:\n{process.stderr()[-3000:]}"
-            )
+            code = process.stop()  # reap it and close its log files
+            pytest.fail(f"server exited with {code}:\n{process.stderr()[-3000:]}")
         if cafile.exists():
             try:
                 response, _ = get(port, "/healthz", cafile)
