@@ -6,7 +6,7 @@ sets RLIMIT_AS (address space) and RLIMIT_CPU on itself before it imports pypdf,
 parent kills it when the wall-clock limit passes. Any failure means "no text": the
 upload itself stays valid, it is just not searchable by its content.
 
-Run as ``python -I -m bastion.documents.pdftext <path> <max_chars> <memory_bytes>``.
+The child is ``python -I <this file> <path> <max_chars> <memory_bytes>``.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ import structlog
 log = structlog.get_logger("bastion.documents.pdftext")
 
 MAX_PAGES = 2_000
+CHILD = Path(__file__).resolve()
 
 
 def extract(path: Path, *, max_chars: int, seconds: float, memory_bytes: int) -> str:
     """Return up to `max_chars` of the PDF's text, or '' when extraction fails or overruns."""
+    # Run this file as a script, not `-m bastion...`: importing the package would import the
+    # whole app (seconds); `-I` keeps the environment and the current folder out of it.
     command = [
         sys.executable,
         "-I",
-        "-m",
-        "bastion.documents.pdftext",
+        str(CHILD),
         str(path),
         str(max_chars),
         str(memory_bytes),

@@ -78,14 +78,16 @@ def _without_sentinels(value: str) -> str:
     return value.replace(START, "").replace(STOP, "")
 
 
+# Deleted from every indexed text: the sentinels, NUL and the other C0/C1 controls but
+# tab and newline (str.translate: C speed over the 200,000 characters a document may have).
+_INDEX_DELETE: dict[int, None] = dict.fromkeys(
+    [*map(ord, SENTINELS), *(c for c in range(0x20) if chr(c) not in "\t\n"), *range(0x7F, 0xA0)]
+)
+
+
 def index_text(raw: str) -> str:
     """The text to index: no sentinels, NULs or other control characters; capped."""
-    kept = (
-        ch
-        for ch in _without_sentinels(raw[: MAX_INDEXED_CHARS * 2])
-        if ch in "\n\t" or not unicodedata.category(ch).startswith("C")
-    )
-    return "".join(kept)[:MAX_INDEXED_CHARS]
+    return raw[: MAX_INDEXED_CHARS * 2].translate(_INDEX_DELETE)[:MAX_INDEXED_CHARS]
 
 
 def clean_query(raw: str) -> str:
