@@ -20,14 +20,23 @@ pytestmark = pytest.mark.server
 MiB = 1024 * 1024
 
 
+PART = (
+    b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+    b"Content-Type: text/plain\r\n\r\n"
+)
+END = b"\r\n--xyz--\r\n"
+
+
 def post_body(server: Serve, path: str, size: int) -> tuple[int, str]:
+    """POST a well-formed multipart body of `size` bytes: one file part, no CSRF token."""
     context = client_context(server.cafile)
     head = (
         f"POST {path} HTTP/1.1\r\n"
         f"Host: {LOOPBACK}:{server.port}\r\n"
         "Content-Type: multipart/form-data; boundary=xyz\r\n"
         f"Content-Length: {size}\r\n\r\n"
-    ).encode()
+    ).encode() + PART
+    size -= len(PART) + len(END)
     chunk = b"a" * 65536
     with (
         socket.create_connection((LOOPBACK, server.port), timeout=30) as raw,
@@ -38,6 +47,7 @@ def post_body(server: Serve, path: str, size: int) -> tuple[int, str]:
         try:
             while sent < size:
                 sent += tls.send(chunk[: size - sent])
+            tls.sendall(END)
             response = http.client.HTTPResponse(tls, method="POST")  # type: ignore[arg-type]
             response.begin()
             body = response.read().decode()
