@@ -324,3 +324,20 @@ def test_data_key_rotation_keeps_old_seeds_working_and_moves_them(
         with rotated.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def test_reencrypt_all_moves_every_seed_to_the_newest_key(
+    backend: Backend, enrolled: str, clock: Clock
+) -> None:
+    new_key = Fernet.generate_key().decode()
+    rotated = create_app(backend.settings(data_key=(new_key, TEST_DATA_KEY)))
+    try:
+        with rotated.app_context():
+            assert mfa.reencrypt_all() == 1
+            assert mfa.reencrypt_all() == 0
+            stored = db.session.scalars(select(TotpCredential)).one()
+            Fernet(new_key.encode()).decrypt(stored.secret.encode())
+    finally:
+        with rotated.app_context():
+            db.session.remove()
+            db.engine.dispose()

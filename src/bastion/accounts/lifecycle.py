@@ -165,7 +165,7 @@ def request_email_change(
     new = normalise_email(new_email)
     if new == user.email:
         raise AccountError("That is already your address.")
-    record(EventTag.EMAIL_CHANGE_REQUEST, actor, target=user.email)
+    record(EventTag.EMAIL_CHANGE_REQUEST, actor, target=user.email, details={"new_email": new})
     db.session.commit()
     if find_by_email(new) is not None:
         return MailMessage(

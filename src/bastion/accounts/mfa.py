@@ -189,6 +189,22 @@ def verify_second_factor(user: User, code: str, actor: Actor) -> Factor | None:
     return factor
 
 
+def reencrypt_all() -> int:
+    """Re-encrypt every TOTP seed still sealed with an older data key; return how many.
+
+    After a data-key rotation (BASTION_DATA_KEY=new,old) seeds move to the new key as their
+    owners sign in; this moves the rest, after which the old key can be dropped.
+    """
+    moved = 0
+    for credential in db.session.scalars(select(TotpCredential)):
+        opened = crypto.decrypt(credential.secret, context=_context(credential.user_id))
+        if opened.stale:
+            credential.secret = crypto.encrypt(opened.value, context=_context(credential.user_id))
+            moved += 1
+    db.session.commit()
+    return moved
+
+
 # ------------------------------------------------------------------ recovery codes
 def _normalise_code(code: str) -> str:
     return "".join(ch for ch in code.upper() if ch not in " -")
