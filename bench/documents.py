@@ -173,7 +173,7 @@ def peak_rss_while(master: int, action: Any) -> tuple[float, float]:
 # ------------------------------------------------------------------------------ seed
 def seed(server: Bastion, count: int) -> None:
     """Insert `count` documents with searchable text straight into the server's database."""
-    from sqlalchemy import insert, select
+    from sqlalchemy import insert, select, text
 
     from bastion import create_app
     from bastion.accounts.models import User
@@ -217,6 +217,10 @@ def seed(server: Bastion, count: int) -> None:
             db.session.execute(insert(DocumentText), texts)
             if shares:
                 db.session.execute(insert(DocumentShare), shares)
+            db.session.commit()
+        if db.engine.dialect.name == "postgresql":
+            # What autovacuum does to a table this size soon after; the planner needs it.
+            db.session.execute(text("ANALYZE"))
             db.session.commit()
         db.engine.dispose()
 
