@@ -25,6 +25,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete
 
 from bastion import create_app
+from bastion.app import close_app
 from bastion.core.db import db
 from bastion.core.mail import OutboxMailer
 from bastion.security import passwords
@@ -123,7 +124,7 @@ def app(backend: Backend, settings_overrides: dict[str, Any]) -> Iterator[Flask]
         with db.engine.begin() as conn:
             for table in reversed(db.metadata.sorted_tables):
                 conn.execute(delete(table))
-        db.engine.dispose()
+    close_app(app)
     _flush_redis(backend)
 
 

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(admin_bp)
 
     # 9. Errors, and finally: every route must have declared who may enter.
-    register_error_handlers(app)
+    register_error_handlers(app, uses_redis=settings.redis_url is not None)
     assert_every_endpoint_declared(app)
     return app
 
@@ -126,3 +126,19 @@ def _init_login(app: Flask) -> None:
         user = db.session.get(User, int(user_id))
         # A disabled or unconfirmed account is anonymous from its next request on.
         return user if user is not None and user.is_active else None
+
+
+def close_app(app: Flask) -> None:
+    """Release the app's pooled connections (tests and tools build many apps per process)."""
+    from bastion.extensions import limiter
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    store = app.extensions["bastion.sessions"].store
+    client = getattr(store, "client", None)
+    if client is not None:
+        client.close()
+    counters = getattr(limiter.storage, "storage", None)
+    if counters is not None and hasattr(counters, "close"):
+        counters.close()

@@ -8,7 +8,8 @@ import pytest
 from flask import Flask
 
 from bastion.core.clock import utcnow
-from bastion.security.session_store import RedisSessionStore, SessionRecord
+from bastion.security.redis_store import RedisSessionStore
+from bastion.security.session_store import SessionRecord
 from tests.conftest import PROFILE
 
 

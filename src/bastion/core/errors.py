@@ -86,17 +86,16 @@ def handle_unexpected(error: Exception) -> Response:
     return error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
-def register_error_handlers(app: Flask) -> None:
-    import redis
+def register_error_handlers(app: Flask, *, uses_redis: bool) -> None:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
-    for unavailable in (
-        DependencyUnavailable,
-        OperationalError,
-        InterfaceError,
-        redis.RedisError,
-    ):
+    for unavailable in (DependencyUnavailable, OperationalError, InterfaceError):
         app.register_error_handler(unavailable, handle_unavailable)
+    if uses_redis:
+        # Only the scale-out profile imports redis-py (it costs every worker memory).
+        import redis
+
+        app.register_error_handler(redis.RedisError, handle_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
-import redis
 import structlog
 from flask import Flask, Request, Response, current_app, g, request
 from flask.sessions import SessionInterface, SessionMixin
@@ -38,12 +37,10 @@ from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
 from bastion.core.errors import DEPENDENCY_DOWN, DependencyUnavailable, error_response
 from bastion.security.session_store import (
-    RedisSessionStore,
     SessionRecord,
     SessionStore,
     SessionStoreUnavailable,
     SqlSessionStore,
-    redis_client,
 )
 
 log = structlog.get_logger("bastion.sessions")
@@ -259,7 +256,7 @@ class SessionManager(SessionInterface):
             return  # don't sign anyone out over an outage: the cookie stays as it was
         try:
             self._save(app, session, response)
-        except (DependencyUnavailable, SQLAlchemyError, redis.RedisError) as exc:
+        except (DependencyUnavailable, SQLAlchemyError) as exc:
             # The store failed while the response was being finished: never send a success
             # whose session was not stored (a login that silently isn't); answer 503.
             log.error("session store failed on save", error_type=type(exc).__name__)
@@ -363,6 +360,8 @@ def init_app(app: Flask, settings: Any) -> SessionManager:
     """Pick the store for the profile and install the session interface."""
     store: SessionStore
     if settings.redis_url:
+        from bastion.security.redis_store import RedisSessionStore, redis_client
+
         client = redis_client(settings.redis_url, settings.redis_timeout_seconds)
         store = RedisSessionStore(client, settings.redis_prefix)
     else:
