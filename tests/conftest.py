@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete
 
 from bastion import create_app
-from bastion.app import close_app
+from bastion.app import close_app, enable_migrations
 from bastion.core.db import db
 from bastion.core.mail import OutboxMailer
 from bastion.security import passwords
@@ -85,6 +85,7 @@ def _migrate(found: Backend) -> None:
     from flask_migrate import upgrade
 
     app = create_app(found.settings())
+    enable_migrations(app)
     with app.app_context():
         upgrade()
         db.engine.dispose()

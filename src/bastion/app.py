@@ -12,7 +12,7 @@ from bastion.core.db import db, engine_options, install_sqlite_pragmas
 from bastion.core.errors import DEPENDENCY_DOWN, register_error_handlers
 from bastion.core.logging import configure_logging
 from bastion.core.mail import build_mailer
-from bastion.extensions import login_manager, migrate
+from bastion.extensions import login_manager
 from bastion.security import csrf, headers, rate_limit, sessions
 from bastion.security.body_limit import enforce_body_limit
 from bastion.security.policy import assert_every_endpoint_declared, enforce_policy
@@ -44,7 +44,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # 4. Data layer and the stores built on it.
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
     with app.app_context():
         install_sqlite_pragmas(db.engine)
     sessions.init_app(app, settings)
@@ -126,6 +125,17 @@ def _init_login(app: Flask) -> None:
         user = db.session.get(User, int(user_id))
         # A disabled or unconfirmed account is anonymous from its next request on.
         return user if user is not None and user.is_active else None
+
+
+def enable_migrations(app: Flask) -> None:
+    """Attach Alembic (Flask-Migrate) for the CLI, `bastion serve` and tests.
+
+    Not part of create_app: serving workers never migrate, and Alembic costs each of them
+    ~10 MiB of memory.
+    """
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=str(MIGRATIONS), render_as_batch=True)
 
 
 def close_app(app: Flask) -> None:

@@ -19,9 +19,11 @@ from bastion.serving.command import serve
 
 
 def _create_app() -> Flask:
-    from bastion.app import create_app
+    from bastion.app import create_app, enable_migrations
 
-    return create_app()
+    app = create_app()
+    enable_migrations(app)
+    return app
 
 
 @click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)

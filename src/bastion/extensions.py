@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from flask import current_app
 from flask_limiter import Limiter
-from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
 from bastion.core.db import db
 from bastion.security.client import client_ip
 from bastion.security.login import BastionLoginManager
 
-migrate = Migrate()
 csrf = CSRFProtect()
 login_manager = BastionLoginManager()
 
@@ -28,4 +26,4 @@ def _application_limit() -> str:
 
 limiter = Limiter(key_func=client_ip, application_limits=[_application_limit])
 
-__all__ = ["csrf", "db", "limiter", "login_manager", "migrate"]
+__all__ = ["csrf", "db", "limiter", "login_manager"]

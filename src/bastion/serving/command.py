@@ -135,10 +135,11 @@ def migrate_and_setup_link(settings: Settings) -> str | None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from bastion.accounts.service import Site, issue_setup_link
-    from bastion.app import create_app
+    from bastion.app import create_app, enable_migrations
     from bastion.core.db import db
 
     app = create_app(settings)
+    enable_migrations(app)
     with app.app_context():
         try:
             upgrade()

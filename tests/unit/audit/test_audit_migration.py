@@ -13,6 +13,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import text
 
 from bastion import create_app
+from bastion.app import enable_migrations
 from bastion.audit.chain import verify_chain
 from bastion.core.db import db
 from bastion.settings import Settings
@@ -35,6 +36,7 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 def test_existing_events_are_chained_in_id_order(database_url: str, tmp_path: Path) -> None:
     app = create_app(Settings.for_tests(instance_path=tmp_path, database_url=database_url))
+    enable_migrations(app)
     with app.app_context():
         upgrade(revision="0001")
         start = datetime(2026, 1, 1, tzinfo=UTC)
