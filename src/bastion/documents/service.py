@@ -369,16 +369,19 @@ def revoke(viewer: Viewer, document_id: str, share_id: int, actor: Actor) -> str
 
 # ----------------------------------------------------------------------- download
 def open_for_download(
-    viewer: Viewer, document_id: str, storage: Storage, actor: Actor
+    viewer: Viewer, document_id: str, storage: Storage, actor: Actor, *, inline: bool = False
 ) -> tuple[Document, Iterator[bytes]]:
-    """Authorise, audit, and return the document with an iterator over its bytes."""
+    """Authorise, audit, and return the document with an iterator over its bytes.
+
+    Raises DocumentNotFound (404) when the viewer may not read it.
+    """
     document = get_for(viewer, document_id, Action.READ)
     chunks = storage.chunks(document.storage_key)
     record(
         EventTag.DOCUMENT_DOWNLOAD,
         actor,
         target=document.id,
-        details={"owner": document.owner_id == viewer.user_id},
+        details={"owner": document.owner_id == viewer.user_id, "inline": inline},
     )
     db.session.commit()
     return document, chunks

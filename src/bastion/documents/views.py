@@ -221,9 +221,11 @@ def _stream(document: Document, chunks: Iterator[bytes], disposition: str) -> Re
     return response
 
 
-def _open(document_id: str) -> tuple[Document, Iterator[bytes]]:
+def _open(document_id: str, *, inline: bool = False) -> tuple[Document, Iterator[bytes]]:
     try:
-        return service.open_for_download(_viewer(), document_id, _vault().storage, current_actor())
+        return service.open_for_download(
+            _viewer(), document_id, _vault().storage, current_actor(), inline=inline
+        )
     except service.DocumentNotFound:
         abort(HTTPStatus.NOT_FOUND)
 
@@ -244,7 +246,7 @@ def preview(document_id: str) -> Response:
     kind = BY_NAME.get(_load(document_id).kind)
     if kind is None or not kind.image:
         abort(HTTPStatus.NOT_FOUND)
-    document, chunks = _open(document_id)
+    document, chunks = _open(document_id, inline=True)
     return _stream(document, chunks, "inline")
 
 

@@ -229,3 +229,55 @@ def test_storage_gc_removes_stale_temp_files(vault: Vault, alice: Person) -> Non
     assert "removed 1 temp files" in result.output
     assert not stale.exists()
     assert vault.rows()["documents"] == 1
+
+
+def _gc(vault: Vault) -> str:
+    from flask.cli import ScriptInfo
+
+    result = CliRunner().invoke(
+        cli_main,
+        ["storage", "gc", "--grace-minutes", "0"],
+        obj=ScriptInfo(create_app=lambda: vault.app),
+    )
+    assert result.exit_code == 0, result.output
+    return str(result.output)
+
+
+def test_a_failed_purge_is_finished_by_gc(
+    vault: Vault, alice: Person, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document_id = alice.upload_ok("gone.txt", b"bye")
+    storage_class = type(vault.app.extensions["bastion.documents.vault"].storage)
+
+    def refuse(self: object, key: str) -> None:
+        raise OSError("storage unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(storage_class, "delete", refuse)
+        assert alice.delete(document_id).status_code == HTTPStatus.SEE_OTHER
+    # Soft-deleted: gone for everyone at once, though the object is still stored.
+    assert alice.client.get(f"/documents/{document_id}").status_code == HTTPStatus.NOT_FOUND
+    assert vault.rows()["documents"] == 1
+
+    assert "purged 1 deleted documents" in _gc(vault)
+    vault.assert_empty()
+
+
+def test_gc_removes_objects_no_document_refers_to(vault: Vault, alice: Person) -> None:
+    from bastion.core.db import db
+    from bastion.documents.storage import new_key
+
+    alice.upload_ok("keep.txt", b"kept")
+    staged = vault.upload_dir / "orphan.part"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(b"an object whose row never committed")
+    with vault.app.app_context():
+        vault.app.extensions["bastion.documents.vault"].storage.put(new_key(), staged)
+        db.session.commit()
+    staged.unlink(missing_ok=True)  # the database backend copies it, the filesystem moves it
+
+    assert "removed 1 unreferenced objects" in _gc(vault)
+    rows = vault.rows()
+    assert rows["documents"] == 1
+    assert "keep.txt" in alice.client.get("/documents/").get_data(as_text=True)
+    assert rows["document_blobs"] + len(vault.files()) == 1  # only the kept document's
