@@ -55,8 +55,22 @@ test-scaleout: $(STAMP) browser
 
 test: lint test-embedded test-scaleout
 
+# Benchmarks (not part of `make test`): ~10 minutes, loads 127.0.0.x only, results in
+# bench/results/. wrk comes from Debian, installed like chromium above when missing.
+# BENCH_ARGS passes options through, e.g. BENCH_ARGS="--profiles embedded --rounds 5".
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "no apt-get here: install wrk for the benchmarks" >&2; exit 1; \
+	  fi; \
+	  echo "installing Debian's wrk for the benchmarks"; \
+	  $(SUDO) apt-get -qq -o DPkg::Lock::Timeout=300 update \
+	    || echo "warning: apt-get update failed; trying the cached package lists" >&2; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    -o DPkg::Lock::Timeout=300 wrk >/dev/null \
+	    || { echo "apt-get install wrk failed" >&2; exit 1; }; \
+	fi
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Re-pin dependencies with hashes (needs pip-tools in the active environment).
 lock:
