@@ -7,11 +7,14 @@ are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
+from collections.abc import Iterable
 
 import structlog
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
 
 log = structlog.get_logger("bastion.access")
@@ -25,9 +28,23 @@ def begin_request() -> None:
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
 
 
-def _loggable_path() -> str:
-    if request.view_args and SECRET_VIEW_ARGS & request.view_args.keys() and request.url_rule:
-        return request.url_rule.rule
+def loggable_path() -> str:
+    """This request's path as logs and audit rows may show it: token URLs as their pattern.
+
+    When routing failed on the method (405), the URL still names a route (and its token):
+    match it again with a method the route allows.
+    """
+    rule = request.url_rule
+    names: Iterable[str] = request.view_args.keys() if request.view_args else ()
+    failed = request.routing_exception
+    if rule is None and isinstance(failed, MethodNotAllowed) and failed.valid_methods:
+        allowed = next(iter(failed.valid_methods))
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        with contextlib.suppress(HTTPException):  # e.g. a redirect to add a slash
+            rule, args = adapter.match(method=allowed, return_rule=True)
+            names = args.keys()
+    if rule is not None and SECRET_VIEW_ARGS.intersection(names):
+        return rule.rule
     return request.path
 
 
@@ -39,7 +56,7 @@ def end_request(response: Response) -> Response:
     log.info(
         "request",
         method=request.method,
-        path=_loggable_path(),
+        path=loggable_path(),
         status=response.status_code,
         ms=round((time.perf_counter() - started) * 1000, 2) if started else None,
         ip=request.remote_addr,

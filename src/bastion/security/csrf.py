@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 
 from bastion.audit import EventTag, record_failure
 from bastion.core.errors import error_response
+from bastion.core.request_log import loggable_path
 from bastion.extensions import csrf
 from bastion.security.identity import current_actor
 
@@ -79,7 +80,7 @@ def handle_csrf_error(error: CSRFError) -> Response:
     record_failure(
         EventTag.CSRF_FAILURE,
         current_actor(),
-        target=request.path,
+        target=loggable_path(),  # a token in the URL must not reach the audit trail
         details={"reason": error.description, "method": request.method},
     )
     return error_response(

@@ -83,6 +83,7 @@ from werkzeug.wrappers import Response
 
 from bastion.audit import Actor, EventTag, Outcome, record_failure
 from bastion.core.errors import error_response
+from bastion.core.request_log import loggable_path
 from bastion.extensions import limiter
 from bastion.security import hash_guard
 from bastion.security.client import client_ip
@@ -230,7 +231,7 @@ def _audit_refusal(limit: str, key: str, retry_after: int) -> None:
             Actor(ip=client_ip(), request_id=g.get("request_id")),
             outcome=Outcome.DENIED,
             target=limit,
-            details={"limit": limit, "retry_after": retry_after, "path": request.path},
+            details={"limit": limit, "retry_after": retry_after, "path": loggable_path()},
         )
     except Exception as exc:  # the store or the database: the 429 stands, the trail logs it
         log.error("rate-limit audit failed", error_type=type(exc).__name__)
