@@ -100,7 +100,25 @@ def sessions_purge() -> None:
     click.echo(f"removed {removed} expired sessions")
 
 
+keys = click.Group("keys", help="Key rotation helpers.")
+
+
+@keys.command("reencrypt")
+@with_appcontext
+def keys_reencrypt() -> None:
+    """Re-encrypt every TOTP secret under the newest BASTION_DATA_KEY.
+
+    Run after putting a new key first in BASTION_DATA_KEY; once it reports the count, the
+    old key can be dropped from the list.
+    """
+    from bastion.accounts import mfa
+
+    moved = mfa.reencrypt_all()
+    click.echo(f"re-encrypted {moved} TOTP secrets under the newest data key")
+
+
 main.add_command(users)
+main.add_command(keys)
 main.add_command(sessions_group)
 main.add_command(audit)
 main.add_command(serve)

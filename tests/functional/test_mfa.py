@@ -10,9 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from bastion import create_app
 from bastion.accounts.models import RecoveryCode, TotpCredential
 from bastion.core.db import db
-from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
+from tests.conftest import GOOD_PASSWORD, AuthActions, Backend, Outbox, csrf_token_from
 from tests.mfa_support import Clock, enrol, login_2fa, second_step
 
 
@@ -271,3 +272,42 @@ def test_turning_2fa_on_signs_out_the_other_sessions(
     enrol(client, clock)
     assert elsewhere.get("/").status_code == HTTPStatus.FOUND
     assert client.get("/").status_code == HTTPStatus.OK
+
+
+def test_keys_reencrypt_moves_secrets_to_the_newest_data_key(
+    app: Flask, auth: AuthActions, backend: Backend
+) -> None:
+    import pyotp
+    from cryptography.fernet import Fernet
+
+    from bastion.accounts import mfa
+    from bastion.accounts.models import User
+    from bastion.app import close_app
+    from bastion.audit import Actor
+    from bastion.cli import main
+    from bastion.security import crypto
+
+    old_keys = app.extensions["bastion.settings"].data_key
+    user_id = auth.create_user()
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        assert user is not None
+        enrolment = mfa.new_enrolment(user)
+        mfa.enable(user, enrolment, pyotp.TOTP(enrolment.secret).now(), Actor.system())
+    new_key = Fernet.generate_key().decode()
+    rotated = create_app(backend.settings(data_key=(new_key, *old_keys)))
+    only_new = create_app(backend.settings(data_key=(new_key,)))
+    try:
+        result = rotated.test_cli_runner().invoke(main, ["keys", "reencrypt"])
+
+        assert result.exit_code == 0, result.output
+        assert "re-encrypted 1 TOTP secrets" in result.output
+        with only_new.app_context():  # the old key is gone and the seed still opens
+            credential = db.session.get(TotpCredential, user_id)
+            assert credential is not None
+            opened = crypto.decrypt(credential.secret, context=f"totp:{user_id}")
+            assert opened.value == enrolment.secret
+            assert not opened.stale
+    finally:
+        close_app(rotated)
+        close_app(only_new)
