@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -248,28 +249,38 @@ def p95(values: list[float]) -> float:
 
 
 # ----------------------------------------------------------------------------- main
-def profiles(names: list[str]) -> Iterator[Profile]:
-    for name in names:
-        if name == "embedded":
-            yield Profile("embedded", workers=1, threads=8)
-        else:
-            with servers.pg_schema() as schema:
-                yield Profile(
-                    "scaleout",
-                    workers=2,
-                    threads=4,
-                    database_url=servers.pg_url(schema),
-                    redis_url=servers.REDIS_URL,
-                    redis_prefix=f"bench-{secrets.token_hex(4)}:",
-                )
+@contextmanager
+def profile_named(name: str) -> Iterator[Profile]:
+    """The profile, with a fresh PostgreSQL schema and Redis prefix for scale-out."""
+    if name == "embedded":
+        yield Profile("embedded", workers=1, threads=8)
+        return
+    with servers.pg_schema() as schema:
+        yield Profile(
+            "scaleout",
+            workers=2,
+            threads=4,
+            database_url=servers.pg_url(schema),
+            redis_url=servers.REDIS_URL,
+            redis_prefix=f"bench-{secrets.token_hex(4)}:",
+        )
 
 
 def measure(
     profile: Profile, storage: str, docs: int, searches: int, rounds: int
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-docs-") as folder:
+        keys = {}
+        if profile.database_url:
+            # Shared stores: `bastion serve` generates no keys; every node is given the same.
+            from cryptography.fernet import Fernet
+
+            keys = {
+                "BASTION_SECRET_KEY": secrets.token_urlsafe(48),
+                "BASTION_DATA_KEY": Fernet.generate_key().decode(),
+            }
         server = servers.start_bastion(
-            Path(folder), profile, f"bastion-{storage}", BASTION_STORAGE=storage, **LIMITS
+            Path(folder), profile, f"bastion-{storage}", BASTION_STORAGE=storage, **LIMITS, **keys
         )
         try:
             server.create_user(EMAIL, "Bench User", PASSWORD)
@@ -316,9 +327,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     results = []
-    for profile in profiles(args.profiles.split(",")):
+    for name in args.profiles.split(","):
         for storage in args.storages.split(","):
-            found = measure(profile, storage, args.docs, args.searches, args.rounds)
+            with profile_named(name) as profile:
+                found = measure(profile, storage, args.docs, args.searches, args.rounds)
             results.append(found)
             growth = found["rss_peak_mib"] - found["rss_before_mib"]
             print(
