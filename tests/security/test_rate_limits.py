@@ -172,7 +172,10 @@ def test_behind_one_trusted_proxy_the_forwarded_address_is_the_key(
 def dead_limit_store(monkeypatch: pytest.MonkeyPatch) -> None:
     """The named limits' store is a Redis nobody listens on (the rest keeps working)."""
     storage = RedisStorage(
-        f"redis://127.0.0.1:{closed_port()}/0", socket_connect_timeout=0.5, socket_timeout=0.5
+        f"redis://127.0.0.1:{closed_port()}/0",
+        wrap_exceptions=True,  # as init_app configures it
+        socket_connect_timeout=0.5,
+        socket_timeout=0.5,
     )
     monkeypatch.setattr(rate_limit, "_strategy", lambda: MovingWindowRateLimiter(storage))
     return

@@ -52,9 +52,10 @@ every process on every node shares one count.
 
 Storage down: counters live in Redis in the scale-out profile and in-process otherwise (the
 production guard refuses in-process counters with more than one worker process). Storage
-errors are not swallowed and there is no in-memory fallback: if Redis is down the redis
-exception reaches core/errors.py and the request answers 503 - authentication limits fail
-closed, never open.
+errors are not swallowed and there is no in-memory fallback: if Redis is down, limits'
+``StorageError`` (``wrap_exceptions``) reaches the handler registered here and the request
+answers 503 with Retry-After, before any hashing - authentication limits fail closed,
+never open.
 
 A refusal raises ``RateLimited`` (a 429 with ``Retry-After``, an HTML page or JSON under
 /api/). The first refusal per (limit, key) and minute writes a standalone
@@ -77,12 +78,13 @@ import structlog
 from flask import Flask, current_app, g, request
 from flask_limiter import RequestLimit
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
+from limits.errors import StorageError
 from limits.strategies import RateLimiter
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response
 
 from bastion.audit import Actor, EventTag, Outcome, record_failure
-from bastion.core.errors import error_response
+from bastion.core.errors import error_response, handle_unavailable
 from bastion.core.request_log import loggable_path
 from bastion.extensions import limiter
 from bastion.security import hash_guard
@@ -262,12 +264,14 @@ def _on_application_breach(breached: RequestLimit) -> None:
 def init_app(app: Flask, settings: Settings) -> None:
     app.config.update(
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        # Store errors arrive as limits' StorageError (whatever the backend), answered 503.
         RATELIMIT_STORAGE_OPTIONS={
+            "wrap_exceptions": True,
             "socket_timeout": settings.redis_timeout_seconds,
             "socket_connect_timeout": settings.redis_timeout_seconds,
         }
         if settings.redis_url
-        else {},
+        else {"wrap_exceptions": True},
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_KEY_PREFIX=settings.redis_prefix + "rl",
         RATELIMIT_APPLICATION=settings.ratelimit_default,
@@ -281,6 +285,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     # Right after Flask-Limiter's hook: the named IP limits, still before the session.
     app.before_request(enforce_ip_limits)
     app.register_error_handler(RateLimited, _handle_rate_limited)
+    # Fail closed: a dead store is a 503 for every limited request, never a pass.
+    app.register_error_handler(StorageError, handle_unavailable)
     # The hashing guard is part of the same defence (a flood must not eat the CPU).
     hash_guard.configure(settings.hash_slots, settings.hash_wait_seconds)
     app.register_error_handler(hash_guard.HashBusy, hash_guard.handle_busy)
