@@ -80,12 +80,9 @@ class FilesystemStorage:
     def put(self, key: str, staged: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _fsync(staged)  # the bytes reach the disk before the name does
         os.replace(staged, target)  # same file system as the staging area: atomic
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync(target.parent)
 
     def chunks(self, key: str) -> Iterator[bytes]:
         # Checked now, so a missing object fails before any header is sent; opened on the
@@ -177,6 +174,14 @@ class Staging:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _chunk(engine: Engine, key: str, seq: int) -> bytes | None:
