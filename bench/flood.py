@@ -116,6 +116,7 @@ def flood(port: int, cafile: Path, sources: int, seconds: float) -> dict[str, ob
         "answered": answered,
         "rate": answered / elapsed if elapsed else 0.0,
         "median_ms": latencies[len(latencies) // 2] if latencies else None,
+        "cpu_seconds": time.process_time(),
     }
 
 
@@ -125,20 +126,22 @@ def _probe_worker(
     interval: float,
     start: float,
     deadline: float,
-    out: list[tuple[float, int]],
+    out: list[tuple[float, str]],
     lock: threading.Lock,
 ) -> None:
-    mine: list[tuple[float, int]] = []
+    mine: list[tuple[float, str]] = []
     due = start
     while due < deadline:
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        started = time.perf_counter()
         try:
             answer = client.request("GET", path)
-            mine.append((answer.seconds * 1000, answer.status))
-        except (OSError, http.client.HTTPException):
-            mine.append((float("nan"), 0))
+            mine.append((answer.seconds * 1000, str(answer.status)))
+        except (OSError, http.client.HTTPException) as exc:
+            # No answer at all: counted as a failure, with its latency until the error.
+            mine.append(((time.perf_counter() - started) * 1000, f"error {type(exc).__name__}"))
         due += interval
     client.close()
     with lock:
@@ -149,7 +152,7 @@ def probe(
     port: int, cafile: Path, cookie: str, path: str, rate: float, connections: int, seconds: float
 ) -> dict[str, object]:
     context = client_context(cafile)
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, str]] = []
     lock = threading.Lock()
     interval = connections / rate
     start = time.monotonic() + 0.2
@@ -172,7 +175,8 @@ def probe(
         thread.join(timeout=seconds + 60)
     return {
         "latencies_ms": [ms for ms, _ in samples],
-        "statuses": dict(Counter(str(status) for _, status in samples)),
+        "statuses": dict(Counter(status for _, status in samples)),
+        "cpu_seconds": time.process_time(),
     }
 
 

@@ -27,6 +27,7 @@ is printed alongside: on a shared 2-core machine every number here moves with it
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import memory, redis_count, servers, spy, wrk
-from bench.client import SESSION_COOKIE, Client, sign_in
+from bench.client import SESSION_COOKIE, Client, ClientError, sign_in
 from bench.flood import COOKIE_ENV
 from bench.servers import Bastion, Profile
 
@@ -100,6 +101,22 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def revision() -> str:
+    """The commit the working tree is at, and whether it has uncommitted changes."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def load_average() -> str:
@@ -201,13 +218,18 @@ def bench_memory_and_logins(
     log = AccessLog(server.process.stderr_path)
     log.skip()
     sequential = min(20, logins)
-    codes: Counter[int] = Counter()
+    codes: Counter[int | str] = Counter()
     busy_total = 0
     lock = threading.Lock()
 
     def login(_: int) -> None:
         nonlocal busy_total
-        status, busy = one_login(server, password)
+        try:
+            status, busy = one_login(server, password)
+        except (OSError, http.client.HTTPException, ClientError) as exc:
+            with lock:
+                codes[f"error {type(exc).__name__}"] += 1
+            return
         with lock:
             codes[status] += 1
             busy_total += busy
@@ -248,10 +270,15 @@ def bench_memory_and_logins(
         f"median {median_ms:.1f} ms, min {min(server_ms, default=float('nan')):.1f} ms"
     )
     rss_after = max((u.rss_mib for u in after), default=float("nan"))
+    growth = max(
+        (u.rss_mib - b.rss_mib for u in after for b in idle if u.pid == b.pid),
+        default=float("nan"),
+    )
     ok = codes.get(303, 0) == logins
     report.target(
         f"{profile.name}: RSS per worker after {logins} sign-ins",
-        f"{rss_after:.1f} MiB" + ("" if ok else f" ({codes.get(303, 0)} ok)"),
+        f"{rss_after:.1f} MiB (+{growth:.1f} vs idle)"
+        + ("" if ok else f" ({codes.get(303, 0)} ok)"),
         f"<= {TARGET_RSS_MIB:.0f} MiB",
         rss_after <= TARGET_RSS_MIB and ok,
     )
@@ -497,6 +524,7 @@ def bench_flood(
         if flooder.returncode != 0:
             raise RuntimeError(f"flood failed: {err.strip()[-2000:]}")
         flood = json.loads(out)
+        flood["probe_cpu_seconds"] = during.get("cpu_seconds")
         floods.append(flood)
         idle_ms.extend(idle["latencies_ms"])
         flood_ms.extend(during["latencies_ms"])
@@ -557,6 +585,11 @@ def bench_flood(
         "  (401: refused sign-in; 429: rate limit; '503 hash guard': the hashing-concurrency "
         "guard's fast refusal, Retry-After: 1 - both expected for the flood)"
     )
+    client_cpu = sum(f["cpu_seconds"] for f in floods) / sum(f["seconds"] for f in floods)
+    report.out(
+        f"the flood generator itself used {client_cpu:.0%} of a core on this machine "
+        "(an attacker's CPU would not be the server's)"
+    )
     profile_data: dict[str, Any] = {}
     if spied:
         if spy_errors:
@@ -573,9 +606,8 @@ def bench_flood(
                 [[label, f"{share:.1%}"] for label, share in summary.layers],
             )
             profile_data = {"samples": summary.samples, "layers": summary.layers}
-    probe_5xx = sum(
-        v for k, v in probe_status.items() if k.split()[1].startswith("5") or k.endswith(" 0")
-    )
+    probe_5xx = sum(v for k, v in probe_status.items() if k.split()[1].startswith("5"))
+    probe_errors = sum(v for k, v in probe_status.items() if k.split()[1] == "error")
     flood_5xx = sum(
         v for k, v in flood_status.items() if k.startswith("5") and k != "503 hash guard"
     )
@@ -592,6 +624,12 @@ def bench_flood(
         f"{probe_5xx + flood_5xx} (guard 503: {guard}, 429: {too_many})",
         "0",
         probe_5xx + flood_5xx == 0,
+    )
+    report.target(
+        f"{profile.name}: probe requests with no answer (idle + flood)",
+        str(probe_errors),
+        "0",
+        probe_errors == 0,
     )
     return {
         "idle_p99_ms": idle_p99,
@@ -842,10 +880,12 @@ def main(argv: list[str] | None = None) -> int:
     args.stamp = stamp
     started = time.monotonic()
     report.out(f"Bastion bench {stamp}: {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    report.out(f"code: {revision()}")
     report.out(f"start: {load_average()}  (other work on this machine skews every number)")
     if args.extra_env:
         report.out(f"extra server settings: {args.extra_env}")
     report.data["args"] = vars(args)
+    report.data["revision"] = revision()
     report.data["load_start"] = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
     exit_code = 0
