@@ -15,6 +15,7 @@ from bastion.core.mail import build_mailer
 from bastion.extensions import login_manager
 from bastion.security import csrf, headers, rate_limit, sessions
 from bastion.security.body_limit import enforce_body_limit
+from bastion.security.permissions import Permission
 from bastion.security.policy import assert_every_endpoint_declared, enforce_policy
 from bastion.settings import Environment, Settings
 
@@ -78,6 +79,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(accounts_bp)
     app.register_blueprint(documents_bp)
     app.register_blueprint(admin_bp)
+
+    # Templates check permissions, never role names (the nav's admin link).
+    app.jinja_env.globals["permission"] = Permission
 
     # 9. Errors, and finally: every route must have declared who may enter.
     register_error_handlers(app, uses_redis=settings.redis_url is not None)

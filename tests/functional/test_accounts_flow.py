@@ -7,10 +7,10 @@ from http import HTTPStatus
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
-from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
 
 from bastion.accounts.models import User
 from bastion.core.db import db
+from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
 
 
 def count_users(app: Flask) -> int:
@@ -104,3 +104,17 @@ def test_password_change_needs_the_current_password(auth: AuthActions, client: F
     auth.logout()
     assert auth.login(password=GOOD_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED
     assert auth.login(password="a completely new passphrase").status_code == HTTPStatus.SEE_OTHER
+
+
+def test_navigation_shows_admin_only_to_those_with_the_console_permission(
+    auth: AuthActions, client: FlaskClient
+) -> None:
+    auth.create_user("user@example.com")
+    auth.create_user("boss@example.com", role="admin", name="Boss Example")
+    auth.login("user@example.com")
+    page = client.get("/").get_data(as_text=True)
+    assert 'href="/documents/"' in page
+    assert 'href="/admin/"' not in page
+    auth.logout()
+    auth.login("boss@example.com")
+    assert 'href="/admin/"' in client.get("/").get_data(as_text=True)
