@@ -1,0 +1,160 @@
+"""Small helpers the security tests share: cookies, the session store, audit rows, time."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from bastion.accounts.models import User
+from bastion.audit.models import AuditEvent
+from bastion.core.db import db
+from bastion.security.session_store import SessionRecord, SessionStore
+from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE, SessionManager, hash_id
+
+EVIL_ORIGIN = "https://evil.example"
+
+
+def set_cookies(response: TestResponse) -> dict[str, dict[str, Any]]:
+    """Parse every Set-Cookie header: name -> {"value": ..., attribute (lower-case): value}."""
+    found: dict[str, dict[str, Any]] = {}
+    for header in response.headers.getlist("Set-Cookie"):
+        first, *attributes = (part.strip() for part in header.split(";"))
+        name, _, value = first.partition("=")
+        cookie: dict[str, Any] = {"value": value}
+        for attribute in attributes:
+            key, has_value, attr_value = attribute.partition("=")
+            cookie[key.lower()] = attr_value if has_value else True
+        found[name] = cookie
+    return found
+
+
+def is_deletion(cookie: dict[str, Any]) -> bool:
+    return cookie["value"] == "" and cookie.get("max-age") == "0"
+
+
+def cookie_value(client: FlaskClient, name: str = SESSION_COOKIE) -> str | None:
+    cookie = client.get_cookie(name)
+    return cookie.value if cookie is not None else None
+
+
+def with_session(app: Flask, value: str) -> FlaskClient:
+    fresh = app.test_client()
+    fresh.set_cookie(SESSION_COOKIE, value)
+    return fresh
+
+
+def with_remember(app: Flask, value: str) -> FlaskClient:
+    fresh = app.test_client()
+    fresh.set_cookie(REMEMBER_COOKIE, value)
+    return fresh
+
+
+def raw_id(signed: str) -> str:
+    """The random part of an itsdangerous-signed value (`<id>.<signature>`)."""
+    return signed.rsplit(".", 1)[0]
+
+
+def flip(text: str, index: int) -> str:
+    """`text` with the character at `index` changed to another base64url character."""
+    replacement = "A" if text[index] != "A" else "B"
+    return text[:index] + replacement + text[index + 1 :]
+
+
+def manager_of(app: Flask) -> SessionManager:
+    found: SessionManager = app.extensions["bastion.sessions"]
+    return found
+
+
+def store_of(app: Flask) -> SessionStore:
+    return manager_of(app).store
+
+
+def stored_record(app: Flask, signed_cookie: str) -> SessionRecord | None:
+    """The server-side record behind a session cookie value, or None."""
+    with app.app_context():
+        return store_of(app).get(hash_id(raw_id(signed_cookie)))
+
+
+def is_signed_in(client: FlaskClient) -> bool:
+    """True when the home page (login required) opens instead of redirecting to sign-in."""
+    response = client.get("/")
+    if response.status_code == 200:
+        return True
+    assert response.status_code == 302, response.status_code
+    assert response.headers["Location"].startswith("/auth/login")
+    return False
+
+
+def audit_rows(app: Flask, event: str | None = None) -> list[AuditEvent]:
+    with app.app_context():
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if event is not None:
+            query = query.where(AuditEvent.event == event)
+        rows = list(db.session.scalars(query))
+        db.session.expunge_all()
+        return rows
+
+
+def audit_row_text(row: AuditEvent) -> str:
+    columns = AuditEvent.__table__.columns
+    return json.dumps({c.name: getattr(row, c.name) for c in columns}, default=str)
+
+
+def count_users(app: Flask) -> int:
+    with app.app_context():
+        return int(db.session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def set_user(app: Flask, email: str, **changes: Any) -> None:
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == email))
+        assert user is not None
+        for name, value in changes.items():
+            setattr(user, name, value)
+        db.session.commit()
+
+
+def user_id(app: Flask, email: str) -> int:
+    with app.app_context():
+        found = db.session.scalar(select(User.id).where(User.email == email))
+        assert found is not None
+        return int(found)
+
+
+class Clock:
+    """Moves the sessions module's "now"; the real clock for everything else."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, start: datetime) -> None:
+        self.now = start
+        monkeypatch.setattr("bastion.security.sessions.utcnow", self)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound once by us, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def login_form(token: str, email: str, password: str, **extra: str) -> dict[str, str]:
+    return {"email": email, "password": password, "csrf_token": token, **extra}
+
+
+# The `make_app` fixture's type (tests/security/conftest.py).
+Factory = Callable[..., Flask]

@@ -1,0 +1,228 @@
+"""CSRF: forged, foreign and cross-site unsafe requests are refused, and each refusal is audited.
+
+Controls proven: Flask-WTF's synchronizer token on every unsafe method (security/csrf.py
+`csrf.protect()`), our Origin / Sec-Fetch-Site check in front of it, the 400 page and the
+`security.csrf.failure` audit event, and logout being POST-only.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests.conftest import GOOD_PASSWORD, AuthActions, csrf_token_from
+from tests.security.helpers import EVIL_ORIGIN, audit_rows, count_users, is_signed_in, login_form
+
+CSRF_MESSAGE = "This form expired or was not sent from this site."
+CSRF_EVENT = "security.csrf.failure"
+NEW_PASSWORD = "a completely new passphrase"
+
+
+def assert_refused(app: Flask, response: TestResponse, path: str) -> None:
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert CSRF_MESSAGE in response.get_data(as_text=True)
+    assert path in [row.target for row in audit_rows(app, CSRF_EVENT)]
+
+
+# ------------------------------------------------------------------ no token at all
+def test_login_without_token_is_refused_and_audited(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.create_user()
+    client.get("/auth/login")  # the victim's browser has a session, as in a real attack
+
+    response = client.post(
+        "/auth/login", data={"email": "alice@example.com", "password": GOOD_PASSWORD}
+    )
+
+    assert_refused(app, response, "/auth/login")
+    assert not is_signed_in(client)
+
+
+def test_logout_without_token_is_refused_and_keeps_the_session(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.create_user()
+    auth.login()
+
+    response = client.post("/auth/logout")
+
+    assert_refused(app, response, "/auth/logout")
+    assert is_signed_in(client)
+
+
+def test_password_change_without_token_is_refused(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.create_user()
+    auth.login()
+
+    response = client.post(
+        "/account/",
+        data={
+            "current_password": GOOD_PASSWORD,
+            "new_password": NEW_PASSWORD,
+            "new_password_confirm": NEW_PASSWORD,
+        },
+    )
+
+    assert_refused(app, response, "/account/")
+    auth.logout()
+    assert auth.login(password=GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+
+
+def test_register_without_token_is_refused_and_writes_nothing(
+    app: Flask, client: FlaskClient
+) -> None:
+    client.get("/auth/register")
+
+    response = client.post(
+        "/auth/register",
+        data={
+            "email": "mallory@example.com",
+            "name": "Mallory",
+            "password": GOOD_PASSWORD,
+            "password_confirm": GOOD_PASSWORD,
+        },
+    )
+
+    assert_refused(app, response, "/auth/register")
+    assert count_users(app) == 0
+
+
+# ------------------------------------------------------------------- bad tokens
+def test_wrong_token_is_refused(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    auth.create_user()
+    good = auth.csrf()
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+
+    response = client.post(
+        "/auth/login", data=login_form(forged, "alice@example.com", GOOD_PASSWORD)
+    )
+
+    assert_refused(app, response, "/auth/login")
+    assert not is_signed_in(client)
+
+
+def test_token_from_another_session_is_refused(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    # The attacker's own, perfectly valid token, planted into the victim's form post.
+    auth.create_user()
+    attacker = app.test_client()
+    attackers_token = csrf_token_from(attacker.get("/auth/login").get_data(as_text=True))
+    client.get("/auth/login")  # the victim has a session (and a token) of their own
+
+    response = client.post(
+        "/auth/login", data=login_form(attackers_token, "alice@example.com", GOOD_PASSWORD)
+    )
+
+    assert_refused(app, response, "/auth/login")
+    assert not is_signed_in(client)
+
+
+# ----------------------------------------------------- Origin and Fetch Metadata
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Origin": EVIL_ORIGIN}, id="foreign-origin"),
+        pytest.param({"Origin": "null"}, id="opaque-origin"),
+        pytest.param({"Origin": "http://localhost"}, id="plain-http-origin"),
+        pytest.param({"Sec-Fetch-Site": "cross-site"}, id="sec-fetch-cross-site"),
+        pytest.param({"Sec-Fetch-Site": "same-site"}, id="sec-fetch-same-site"),
+        pytest.param(
+            {"Sec-Fetch-Site": "cross-site", "Origin": "https://localhost"},
+            id="cross-site-despite-origin",
+        ),
+    ],
+)
+def test_cross_site_post_with_a_valid_token_is_refused(
+    app: Flask, client: FlaskClient, auth: AuthActions, headers: dict[str, str]
+) -> None:
+    auth.create_user()
+    token = auth.csrf()  # a valid token: only the cross-site markers are wrong
+
+    response = client.post(
+        "/auth/login",
+        data=login_form(token, "alice@example.com", GOOD_PASSWORD),
+        headers=headers,
+    )
+
+    assert_refused(app, response, "/auth/login")
+    assert not is_signed_in(client)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Sec-Fetch-Site": "same-origin"}, id="sec-fetch-same-origin"),
+        pytest.param({"Sec-Fetch-Site": "none"}, id="sec-fetch-user-initiated"),
+        pytest.param({"Origin": "https://localhost"}, id="own-origin"),
+        pytest.param(
+            {"Origin": "https://localhost", "Sec-Fetch-Site": "same-origin"}, id="both-same"
+        ),
+        pytest.param({}, id="non-browser-client"),
+    ],
+)
+def test_same_origin_post_with_a_valid_token_is_accepted(
+    app: Flask, client: FlaskClient, auth: AuthActions, headers: dict[str, str]
+) -> None:
+    auth.create_user()
+    token = auth.csrf()
+
+    response = client.post(
+        "/auth/login",
+        data=login_form(token, "alice@example.com", GOOD_PASSWORD),
+        headers=headers,
+    )
+
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert is_signed_in(client)
+    assert audit_rows(app, CSRF_EVENT) == []
+
+
+def test_token_in_x_csrftoken_header_is_accepted_for_fetch(
+    client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.create_user()
+    token = auth.csrf()
+
+    response = client.post(
+        "/auth/login",
+        data={"email": "alice@example.com", "password": GOOD_PASSWORD},
+        headers={"X-CSRFToken": token, "Sec-Fetch-Site": "same-origin"},
+    )
+
+    assert response.status_code == HTTPStatus.SEE_OTHER
+
+
+def test_cross_site_logout_with_a_valid_token_is_refused(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.create_user()
+    auth.login()
+    token = auth.csrf("/")
+
+    response = client.post(
+        "/auth/logout", data={"csrf_token": token}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+
+    assert_refused(app, response, "/auth/logout")
+    assert is_signed_in(client)
+
+
+# ---------------------------------------------------------------- logout by GET
+def test_logout_by_get_does_not_sign_out(client: FlaskClient, auth: AuthActions) -> None:
+    # An <img src="/auth/logout"> on another site must not sign anyone out.
+    auth.create_user()
+    auth.login()
+
+    response = client.get("/auth/logout")
+
+    assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
+    assert "POST" in response.headers["Allow"]
+    assert is_signed_in(client)
