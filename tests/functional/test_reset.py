@@ -290,3 +290,28 @@ def test_the_reset_forms_need_a_csrf_token(
     forged = client.post(path, data={"password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD})
     assert forged.status_code == HTTPStatus.BAD_REQUEST
     assert auth.login(password=GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+
+
+def test_a_reset_lifts_even_the_hard_lock(
+    app: Flask, client: FlaskClient, auth: AuthActions, outbox: Outbox
+) -> None:
+    from bastion.core.clock import utcnow
+    from bastion.security import lockout
+    from bastion.settings import Settings
+
+    user_id = auth.create_user()
+    settings: Settings = app.extensions["bastion.settings"]
+    with app.app_context():
+        policy = lockout.LockoutPolicy.from_settings(settings)
+        for _ in range(settings.lockout_max_failures):
+            lockout.register_failure(user_id, policy)
+        db.session.commit()
+        assert lockout.state(user_id).disabled
+    ask_for_reset(client, "alice@example.com")
+
+    done = set_password(client, reset_path(outbox))
+
+    assert done.status_code == HTTPStatus.SEE_OTHER
+    with app.app_context():
+        assert not lockout.state(user_id).is_locked(utcnow())
+    assert auth.login(password=NEW_PASSWORD).status_code == HTTPStatus.SEE_OTHER

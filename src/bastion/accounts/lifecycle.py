@@ -33,7 +33,7 @@ from bastion.audit import Actor, EventTag, record, record_failure
 from bastion.core.clock import utcnow
 from bastion.core.db import db
 from bastion.core.mail import MailMessage
-from bastion.security import passwords, sessions
+from bastion.security import hash_guard, lockout, sessions
 from bastion.security.tokens import InvalidToken, TokenPurpose, consume, issue, verify
 
 INVALID_RESET = "This reset link is invalid, used or expired. Ask for a new one."
@@ -138,10 +138,12 @@ def reset_password(
         consume(TokenPurpose.RESET_PASSWORD, token)
     except InvalidToken:
         raise AccountError(INVALID_RESET) from None
-    user.password_hash = passwords.hash_password(password)
+    user.password_hash = hash_guard.hash_password(password)
     user.password_changed_at = utcnow()
     if user.confirmed_at is None:
         user.confirmed_at = utcnow()  # the link proved the address
+    # The owner proved control of the mailbox: any lock (even the 100-failure hard lock) ends.
+    lockout.reset(user.id)
     record(EventTag.PASSWORD_RESET, actor, target=user.email)
     db.session.commit()
     # OWASP Forgot Password CS / ASVS 7.4.3: every session and remember-me token ends.
@@ -159,7 +161,7 @@ def request_email_change(
     caller shows the same answer either way, so this reveals no account (OWASP Auth CS).
     Raises AccountError for a wrong password or an unusable address.
     """
-    if not passwords.verify_password(user.password_hash, password):
+    if not hash_guard.verify_password(user.password_hash, password):
         record_failure(EventTag.EMAIL_CHANGE_REQUEST, actor, target=user.email)
         raise WrongPassword("Your current password is not correct.")
     new = normalise_email(new_email)

@@ -19,7 +19,7 @@ from bastion.accounts.notifications import Notice, notify
 from bastion.accounts.throttle import throttle_second_factor
 from bastion.accounts.views import _mailer, _settings, _sign_in, bp
 from bastion.core.db import db
-from bastion.security import passwords, sessions
+from bastion.security import hash_guard, sessions
 from bastion.security.crypto import DataKeyMissing
 from bastion.security.freshness import recent_auth_required
 from bastion.security.identity import current_actor
@@ -210,7 +210,7 @@ def mfa_disable() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         throttle_second_factor(user.id)
         actor = current_actor()
-        if not passwords.verify_password(user.password_hash, form.password.data):
+        if not hash_guard.verify_password(user.password_hash, form.password.data):
             form.password.errors = [*form.password.errors, "Your current password is not correct."]
         elif mfa.verify_second_factor(user, form.code.data, actor) is None:
             form.code.errors = [*form.code.errors, WRONG_CODE]

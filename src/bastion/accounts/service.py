@@ -328,7 +328,7 @@ def unlock(token: str, actor: Actor) -> User:
 
 def reauthenticate(user: User, password: str, actor: Actor) -> bool:
     """Check the signed-in user's password again; failures are audited."""
-    if passwords.verify_password(user.password_hash, password):
+    if hash_guard.verify_password(user.password_hash, password):
         record(EventTag.REAUTH, actor, target=user.email)
         db.session.commit()
         return True
@@ -353,13 +353,13 @@ def resend_confirmation(user: User, mailer: Mailer, site: Site) -> None:
 # ------------------------------------------------------------------- password change
 def change_password(user: User, *, current: str, new: str, actor: Actor, site: Site) -> None:
     """Replace the password after proving the current one (ASVS 6.2.3)."""
-    if not passwords.verify_password(user.password_hash, current):
+    if not hash_guard.verify_password(user.password_hash, current):
         record_failure(EventTag.PASSWORD_CHANGE, actor, target=user.email)
         raise AccountError("Your current password is not correct.")
     problems = password_problems(new, email=user.email, name=user.name, site=site)
     if problems:
         raise AccountError(" ".join(problems))
-    user.password_hash = passwords.hash_password(new)
+    user.password_hash = hash_guard.hash_password(new)
     user.password_changed_at = utcnow()
     record(EventTag.PASSWORD_CHANGE, actor, target=user.email)
     db.session.commit()
@@ -386,7 +386,7 @@ def create_user(
     user = User(
         email=email,
         name=name,
-        password_hash=passwords.hash_password(password),
+        password_hash=hash_guard.hash_password(password),
         role=role,
         confirmed_at=utcnow(),
     )
