@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 from flask import Blueprint, Flask, render_template
 from jinja2 import FileSystemLoader
+from werkzeug.routing import Rule
 from wtforms import BooleanField, EmailField, Form, HiddenField, PasswordField
 from wtforms.validators import DataRequired, Length
 
@@ -46,8 +47,16 @@ SIGNED_IN = SimpleNamespace(
     name=os.environ.get("BENCH_USER_NAME", "Bench User"),
     email=os.environ.get("BENCH_USER_EMAIL", "bench@example.com"),
     role="user",
+    can=lambda permission: False,  # a plain user: no admin link
 )
-ANONYMOUS = SimpleNamespace(is_authenticated=False)
+ANONYMOUS = SimpleNamespace(is_authenticated=False, can=lambda permission: False)
+
+
+class _Names:
+    """Stands in for Bastion's `permission` template global: any attribute is its name."""
+
+    def __getattr__(self, name: str) -> str:
+        return name
 
 
 class LoginForm(Form):
@@ -73,34 +82,61 @@ def login() -> str:
     return render_template("accounts/login.html", form=LoginForm(), current_user=ANONYMOUS)
 
 
-# Endpoints the templates link to (url_for must resolve them); never requested by the bench.
-@accounts.route("/account/")
-def account() -> str:
+# Bastion's URLs for the endpoints its pages link to; others get /<blueprint>/<view>.
+KNOWN_PATHS = {
+    "accounts.account": "/account/",
+    "accounts.logout": "/auth/logout",
+    "accounts.register": "/auth/register",
+    "accounts.reset_request": "/auth/reset",
+    "documents.index": "/documents/",
+    "documents.upload": "/documents/upload",
+    "documents.shared": "/documents/shared",
+    "admin.dashboard_page": "/admin/",
+}
+
+
+def _link_path(endpoint: str) -> str:
+    return KNOWN_PATHS.get(endpoint) or "/" + endpoint.replace(".", "/")
+
+
+def _unused() -> str:
     return ""
 
 
-@accounts.route("/auth/logout", methods=["POST"])
-def logout() -> str:
-    return ""
+def _add_linked_endpoints(app: Flask) -> list[str]:
+    """Give every endpoint the two pages link to (Account, Documents, ...) a URL rule.
 
+    Rendered once at start-up with a url_for fallback that records what is missing; each
+    gets a rule at /<blueprint>/<view>, so no request ever pays for a BuildError. If
+    Bastion's real URL differs, the bench's byte-for-byte page comparison says so.
+    """
+    missing: set[str] = set()
 
-@accounts.route("/auth/register")
-def register() -> str:
-    return ""
+    def record(error: Exception, endpoint: str, values: dict[str, object]) -> str:
+        missing.add(endpoint)
+        return _link_path(endpoint)
 
-
-@accounts.route("/auth/reset")
-def reset_request() -> str:
-    return ""
+    app.url_build_error_handlers.append(record)
+    with app.test_request_context("/"):
+        home()
+        login()
+    app.url_build_error_handlers.remove(record)
+    for endpoint in sorted(missing):
+        app.url_map.add(Rule(_link_path(endpoint), endpoint=endpoint, methods=["GET", "POST"]))
+        app.view_functions[endpoint] = _unused
+    return sorted(missing)
 
 
 def create_app() -> Flask:
     app = Flask(__name__, static_folder=str(BASTION / "static"), static_url_path="/static")
     app.jinja_loader = FileSystemLoader([str(path) for path in TEMPLATE_DIRS])
     app.config.update(TEMPLATES_AUTO_RELOAD=False, SECRET_KEY=os.urandom(32))
-    app.jinja_env.globals.update(csrf_token=lambda: CSRF_TOKEN, csp_nonce=lambda: "")
+    app.jinja_env.globals.update(
+        csrf_token=lambda: CSRF_TOKEN, csp_nonce=lambda: "", permission=_Names()
+    )
     app.register_blueprint(web)
     app.register_blueprint(accounts)
+    _add_linked_endpoints(app)
     return app
 
 

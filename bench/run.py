@@ -27,10 +27,12 @@ is printed alongside: on a shared 2-core machine every number here moves with it
 from __future__ import annotations
 
 import argparse
+import difflib
 import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import statistics
@@ -319,6 +321,7 @@ def bench_throughput(
             headers=headers,
         )
 
+    same = compare_pages(report, server, bare, cookie)
     for _, path in PAGES:  # warm up both servers (templates, pools, TLS contexts)
         load(bare.port, path, args.warmup)
         load(server.port, path, args.warmup)
@@ -326,6 +329,7 @@ def bench_throughput(
         rows = []
         ratios = []
         odd: Counter[int] = Counter()
+        bare_errors = 0
         per_round = []
         for n in range(args.rounds):
             order = ("bare", "bastion") if n % 2 == 0 else ("bastion", "bare")
@@ -352,9 +356,13 @@ def bench_throughput(
                     "load": os.getloadavg(),
                 }
             )
+            bare_errors += b.non_2xx_3xx + b.socket_errors
             errors = b.non_2xx_3xx + b.socket_errors + a.non_2xx_3xx + a.socket_errors
             if errors:
-                report.out(f"  round {n + 1}: wrk saw {errors} non-2xx/3xx or socket errors")
+                report.out(
+                    f"  round {n + 1}: wrk saw non-2xx/3xx or socket errors: bare "
+                    f"{b.non_2xx_3xx + b.socket_errors}, bastion {a.non_2xx_3xx + a.socket_errors}"
+                )
         report.out(f"{page} page GET {path}")
         report.table(
             [
@@ -373,17 +381,74 @@ def bench_throughput(
         report.out(f"median bastion/bare: {median:.2f}  (target >= {TARGET_RATIO[profile.name]})")
         if odd:
             report.out(f"  bastion answered non-200: {dict(odd)}  <- check the cookie/limits")
+        if bare_errors:
+            report.out(f"  bare Flask answered {bare_errors} errors: its rounds are not valid")
         report.out(f"  [{load_average()}]")
+        problems = [
+            text
+            for text, bad in (
+                ("bastion non-200", odd),
+                ("bare errors", bare_errors),
+                ("pages differ", not same[page]),
+            )
+            if bad
+        ]
         report.target(
             f"{profile.name}: {page} page req/s vs bare Flask",
-            f"{median:.2f}x",
+            f"{median:.2f}x" + (f" INVALID: {', '.join(problems)}" if problems else ""),
             f">= {TARGET_RATIO[profile.name]}x",
-            median >= TARGET_RATIO[profile.name] and not odd,
+            median >= TARGET_RATIO[profile.name] and not problems,
         )
         results[page] = {"rounds": per_round, "median_ratio": median, "non_200": dict(odd)}
     if args.profile_seconds > 0:
-        results["profile"] = profile_workers(report, profile, server, load, args)
+        results["profile"] = {
+            page: profile_workers(report, profile, server, load, args, page, path)
+            for page, path in PAGES
+        }
     return results
+
+
+_TOKEN_VALUE = re.compile(r'(<input[^>]*name="csrf_token"[^>]*value=")[^"]*(")')
+_NONCE = re.compile(r'(nonce=")[^"]*(")')
+
+
+def _normalised(body: bytes) -> list[str]:
+    text = body.decode("utf-8", "replace")
+    return _NONCE.sub(r"\1\2", _TOKEN_VALUE.sub(r"\1\2", text)).splitlines()
+
+
+def compare_pages(
+    report: Report, server: Bastion, bare: servers.Bare, cookie: str
+) -> dict[str, bool]:
+    """Check that bare Flask serves the very page Bastion does (CSRF tokens aside)."""
+    context = servers.client_context(server.cafile)
+    same: dict[str, bool] = {}
+    for page, path in PAGES:
+        bodies = []
+        for port in (server.port, bare.port):
+            client = Client(port, context)
+            if path == "/":
+                client.cookies[SESSION_COOKIE] = cookie
+            try:
+                answer = client.request("GET", path)
+            finally:
+                client.close()
+            bodies.append((answer.status, answer.body))
+        (status_a, body_a), (status_b, body_b) = bodies
+        diff = list(
+            difflib.unified_diff(
+                _normalised(body_a), _normalised(body_b), "bastion", "bare", n=0, lineterm=""
+            )
+        )
+        same[page] = status_a == status_b == 200 and not diff
+        verdict = "same HTML" if same[page] else "DIFFERENT"
+        report.out(
+            f"{page} page: bastion {status_a} {len(body_a)} B, bare {status_b} {len(body_b)} B "
+            f"-> {verdict} (CSRF token values aside)"
+        )
+        for line in diff[:12]:
+            report.out(f"    {line[:150]}")
+    return same
 
 
 def profile_workers(
@@ -392,29 +457,32 @@ def profile_workers(
     server: Bastion,
     load: Callable[[int, str, float], wrk.WrkResult],
     args: argparse.Namespace,
+    page: str,
+    path: str,
 ) -> dict[str, Any]:
-    """py-spy on every worker during one more wrk run of the signed-in home page."""
+    """py-spy on every worker during one more wrk run of `path`."""
     if spy.binary() is None:
         report.out("(no py-spy: install requirements-dev.lock for a profile of the workers)")
         return {}
     pids = memory.worker_pids(server.process.pid)
     folder = RESULTS / args.stamp
-    recorders = spy.record(pids, args.profile_seconds, folder, f"{profile.name}-home")
+    name = f"{profile.name}-{page}"
+    recorders = spy.record(pids, args.profile_seconds, folder, name)
     time.sleep(0.5)  # let py-spy attach
-    during = load(server.port, "/", args.profile_seconds)
+    during = load(server.port, path, args.profile_seconds)
     errors = spy.wait(recorders, args.profile_seconds + 60)
     if errors or not recorders:
         report.out(f"py-spy failed: {errors[0] if errors else 'not started'}")
         return {"errors": errors}
-    summary = spy.summarise([folder / f"{profile.name}-home-{pid}.txt" for pid in pids])
+    summary = spy.summarise([folder / f"{name}-{pid}.txt" for pid in pids], top=12)
     if not summary.samples:
         report.out("py-spy recorded no samples")
         return {}
     report.out()
     report.out(
         f"where the workers' CPU goes: py-spy, {summary.samples} on-CPU samples over "
-        f"{args.profile_seconds:g}s of wrk on GET / ({during.rps:.0f} req/s while sampled); "
-        f"raw stacks in bench/results/{args.stamp}/"
+        f"{args.profile_seconds:g}s of wrk on GET {path} ({during.rps:.0f} req/s while "
+        f"sampled); raw stacks in bench/results/{args.stamp}/{name}-<pid>.txt"
     )
     report.table(
         ["layer (a sample counts in every layer on its stack)", "CPU share"],
@@ -423,12 +491,12 @@ def profile_workers(
     report.out()
     report.table(
         ["hottest functions (inclusive, request wrappers left out)", "CPU share"],
-        [[name[:110], f"{share:.1%}"] for name, share in summary.hottest],
+        [[frame[:110], f"{share:.1%}"] for frame, share in summary.hottest],
     )
     report.out()
     report.table(
         ["hottest leaf functions (self)", "CPU share"],
-        [[name[:110], f"{share:.1%}"] for name, share in summary.leaves[:10]],
+        [[frame[:110], f"{share:.1%}"] for frame, share in summary.leaves[:10]],
     )
     return {
         "samples": summary.samples,
@@ -849,7 +917,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile-seconds",
         type=float,
         default=5.0,
-        help="py-spy the workers during one more wrk run of GET / (0: skip)",
+        help="py-spy the workers during one more wrk run of each page (0: skip)",
     )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-flood", action="store_true")
