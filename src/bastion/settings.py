@@ -60,10 +60,10 @@ class Settings:
 
     env: Environment = Environment.PRODUCTION
     instance_path: Path = field(default_factory=lambda: Path("instance").resolve())
-    secret_key: str = ""
-    secret_key_fallbacks: tuple[str, ...] = ()
-    database_url: str = ""
-    redis_url: str | None = None
+    secret_key: str = field(default="", repr=False)
+    secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
+    database_url: str = field(default="", repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "bastion:"
     # The URL users reach us at: links in mails and the HTTP->HTTPS redirect are built
     # from it, never from the Host header (host-header injection, OWASP Forgot Password CS).
@@ -79,7 +79,7 @@ class Settings:
     # first; BASTION_DATA_KEY is comma-separated) that encrypt TOTP secrets at rest. They are
     # not derived from secret_key, so rotating one never breaks the other.
     require_2fa: Require2FA = Require2FA.ADMINS
-    data_key: tuple[str, ...] = ()
+    data_key: tuple[str, ...] = field(default=(), repr=False)
     password_min_length: int = 15
     session_idle_minutes: int = 30
     session_absolute_hours: int = 8
@@ -117,6 +117,18 @@ class Settings:
     # The long-lived signed device cookie (OWASP device cookies) that lets its owner try
     # while the account is locked for everyone else.
     device_cookie_days: int = 365
+    # Suspicious-activity alerts (security/alerts.py): credential stuffing (failures across
+    # accounts from one IP), many IPs failing on one account, an admin signing in from a new
+    # /24 (IPv6 /48), repeated CSRF/authorization denials; optional mail to the admins.
+    alert_stuffing_failures: int = 20
+    alert_stuffing_accounts: int = 5
+    alert_stuffing_minutes: int = 10
+    alert_account_ips: int = 10
+    alert_account_minutes: int = 60
+    alert_admin_prefix_days: int = 90
+    alert_denials: int = 5
+    alert_denials_minutes: int = 10
+    alert_mail: bool = False
     # Concurrent argon2 computations per process (0: the CPU count) and how long a request
     # may wait for a free slot before it is refused with 503 (security/hash_guard.py).
     hash_concurrency: int = 0
@@ -137,7 +149,7 @@ class Settings:
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
     smtp_security: str = "starttls"
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "Bastion <no-reply@localhost>"

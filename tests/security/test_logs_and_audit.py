@@ -270,11 +270,6 @@ def test_audit_rows_drop_secret_named_details(app: Flask) -> None:
         assert f"audit-secret-{n}" not in rows[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="accounts/service.py authenticate() audits a non-address login input verbatim "
-    "(target=email_input[:320]): a password typed into the email field is logged",
-)
 def test_a_password_typed_into_the_email_field_is_not_logged(
     app: Flask, client: FlaskClient, auth: AuthActions, logs: Captured
 ) -> None:

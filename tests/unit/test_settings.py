@@ -231,3 +231,15 @@ def test_create_app_refuses_unsafe_production_settings(tmp_path: Path) -> None:
 
     with pytest.raises(SettingsError, match="BASTION_DEBUG"):
         create_app(unsafe)
+
+
+def test_repr_never_shows_secrets() -> None:
+    settings = Settings.for_tests(
+        secret_key="s3cret-key-" + "k" * 32,
+        smtp_password="smtp-pa55word",
+        database_url="postgresql://app:db-pa55word@db/bastion",
+        redis_url="redis://:redis-pa55word@cache:6379/0",
+    )
+    shown = repr(settings)
+    for secret in ("s3cret-key-", "smtp-pa55word", "db-pa55word", "redis-pa55word"):
+        assert secret not in shown
