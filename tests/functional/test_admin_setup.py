@@ -64,9 +64,7 @@ def test_setup_link_creates_the_first_admin_once(
     assert auth.login("root@example.com").status_code == HTTPStatus.SEE_OTHER
 
 
-def test_forged_or_other_purpose_tokens_do_not_open_setup(
-    app: Flask, client: FlaskClient
-) -> None:
+def test_forged_or_other_purpose_tokens_do_not_open_setup(app: Flask, client: FlaskClient) -> None:
     with app.app_context():
         from bastion.security.tokens import TokenPurpose, issue
 
