@@ -22,17 +22,25 @@ from bastion.audit.models import AuditEvent
 from bastion.core.db import db
 from bastion.security.session_store import SessionStore
 from tests.conftest import AuthActions, HttpsClient
+from tests.functional.admin.state import (
+    alerts,
+    give_totp,
+    lock_account,
+    lock_state,
+    raise_alert,
+    second_factor,
+)
 
 
 @dataclass(frozen=True)
 class Route:
     method: str
     endpoint: str
-    path: str  # {user} and {session} are filled in per test
+    path: str  # {user}, {session} and {alert} are filled in per test
     data: tuple[tuple[str, str], ...] = ()
 
-    def url(self, user: int, session: str) -> str:
-        return self.path.format(user=user, session=session)
+    def url(self, user: int, session: str, alert: int = 0) -> str:
+        return self.path.format(user=user, session=session, alert=alert)
 
     @property
     def id(self) -> str:
@@ -51,6 +59,14 @@ ROUTES = [
     Route("POST", "admin.enable_user", "/admin/users/{user}/enable"),
     Route("GET", "admin.revoke_user_sessions", "/admin/users/{user}/sessions/revoke"),
     Route("POST", "admin.revoke_user_sessions", "/admin/users/{user}/sessions/revoke"),
+    Route("GET", "admin.unlock_user", "/admin/users/{user}/unlock"),
+    Route("POST", "admin.unlock_user", "/admin/users/{user}/unlock"),
+    Route("GET", "admin.reset_2fa", "/admin/users/{user}/2fa/reset"),
+    Route("POST", "admin.reset_2fa", "/admin/users/{user}/2fa/reset"),
+    Route("GET", "admin.force_password_reset", "/admin/users/{user}/password/reset"),
+    Route("POST", "admin.force_password_reset", "/admin/users/{user}/password/reset"),
+    Route("GET", "admin.acknowledge_alert", "/admin/alerts/{alert}/ack"),
+    Route("POST", "admin.acknowledge_alert", "/admin/alerts/{alert}/ack"),
     Route("GET", "admin.invite", "/admin/users/invite"),
     Route("POST", "admin.invite", "/admin/users/invite", (("email", "new@example.com"),)),
     Route("GET", "admin.sessions_page", "/admin/sessions?email=victim@example.com"),
@@ -82,14 +98,25 @@ def new_browser(app: Flask) -> tuple[FlaskClient, AuthActions]:
 
 @pytest.fixture
 def victim(app: Flask) -> tuple[int, str, FlaskClient]:
-    """Another user, signed in: their id, their session's store key, their browser."""
+    """Another user, signed in: their id, their session's store key, their browser.
+
+    The account also has 2FA and a lock, and an alert is open: each admin action has
+    something to change, so a missing permission check would show.
+    """
     client, auth = new_browser(app)
     user_id = auth.create_user(VICTIM, name="Victim Person")
     assert auth.login(VICTIM).status_code == HTTPStatus.SEE_OTHER
     store: SessionStore = app.extensions["bastion.sessions"].store
     with app.app_context():
         [record] = store.list_for_user(user_id)
+    give_totp(app, user_id)
+    lock_account(app, user_id)
     return user_id, record.key, client
+
+
+@pytest.fixture
+def alert(app: Flask) -> int:
+    return raise_alert(app)
 
 
 def call(client: FlaskClient, auth: AuthActions, route: Route, url: str) -> int:
@@ -118,20 +145,25 @@ def assert_victim_untouched(app: Flask, victim_client: FlaskClient) -> None:
         assert user is not None
         assert user.active is True
         assert user.role == "user"
+        assert not user.password_hash.startswith("!")  # no forced reset
+        user_id = user.id
+    assert lock_state(app, user_id).failures == 10  # still locked
+    assert second_factor(app, user_id) == (True, 3)  # 2FA untouched
+    assert all(not a["acknowledged"] for a in alerts(app))
     assert victim_client.get("/").status_code == HTTPStatus.OK  # still signed in
     assert admin_changes(app) == []
 
 
 @pytest.mark.parametrize("role", ["user", "auditor"])
 def test_without_the_permission_every_admin_route_is_403(
-    app: Flask, victim: tuple[int, str, FlaskClient], role: str
+    app: Flask, victim: tuple[int, str, FlaskClient], alert: int, role: str
 ) -> None:
     victim_id, victim_session, victim_client = victim
     client, auth = new_browser(app)
     auth.create_user(f"{role}@example.com", role=role)
     assert auth.login(f"{role}@example.com").status_code == HTTPStatus.SEE_OTHER
 
-    answers = {r.id: call(client, auth, r, r.url(victim_id, victim_session)) for r in ROUTES}
+    answers = {r.id: call(client, auth, r, r.url(victim_id, victim_session, alert)) for r in ROUTES}
 
     allowed = AUDITOR_READS if role == "auditor" else set()
     expected = {
@@ -142,12 +174,12 @@ def test_without_the_permission_every_admin_route_is_403(
 
 
 def test_anonymous_callers_are_sent_to_sign_in(
-    app: Flask, victim: tuple[int, str, FlaskClient]
+    app: Flask, victim: tuple[int, str, FlaskClient], alert: int
 ) -> None:
     victim_id, victim_session, victim_client = victim
     client, auth = new_browser(app)
     for route in ROUTES:
-        url = route.url(victim_id, victim_session)
+        url = route.url(victim_id, victim_session, alert)
         if route.method == "GET":
             response = client.get(url)
         else:
@@ -158,7 +190,7 @@ def test_anonymous_callers_are_sent_to_sign_in(
 
 
 def test_admin_asking_for_missing_objects_gets_404(
-    app: Flask, victim: tuple[int, str, FlaskClient]
+    app: Flask, victim: tuple[int, str, FlaskClient], alert: int
 ) -> None:
     _, _, victim_client = victim
     client, auth = new_browser(app)
@@ -167,11 +199,13 @@ def test_admin_asking_for_missing_objects_gets_404(
     missing_session = secrets.token_hex(32)
 
     answers = {
-        r.id: call(client, auth, r, r.url(424242, missing_session)) for r in ROUTES if "{" in r.path
+        r.id: call(client, auth, r, r.url(424242, missing_session, 424242))
+        for r in ROUTES
+        if "{" in r.path
     }
 
     assert answers == dict.fromkeys(answers, HTTPStatus.NOT_FOUND)
-    assert len(answers) == 11
+    assert len(answers) == 19
     assert_victim_untouched(app, victim_client)
 
 

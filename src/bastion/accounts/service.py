@@ -20,7 +20,7 @@ from bastion.audit import Actor, EventTag, Outcome, record, record_failure
 from bastion.core.clock import utcnow
 from bastion.core.db import db
 from bastion.core.mail import Mailer, MailError, MailMessage
-from bastion.security import hash_guard, lockout, passwords, rate_limit
+from bastion.security import alerts, hash_guard, lockout, passwords, rate_limit
 from bastion.security.devices import Device
 from bastion.security.hash_guard import HashBusy
 from bastion.security.lockout import LockoutPolicy, LockState
@@ -234,6 +234,7 @@ def authenticate(
         details={"known_account": user is not None, "locked": locked, "device": trusted},
     )
     db.session.commit()
+    alerts.after_login_failure(actor, email or _unparsed_label(email_input))  # a few indexed COUNTs
     if user is not None and lock.newly_locked:
         _account_locked(user, lock, actor, mailer, site)
     return None
@@ -355,6 +356,7 @@ def record_login(user: User, actor: Actor, *, remember: bool) -> None:
         details={"remember": remember},
     )
     db.session.commit()
+    alerts.after_login_success(actor, user_id=user.id, email=user.email, role=user.role)
 
 
 def resend_confirmation(user: User, mailer: Mailer, site: Site) -> None:

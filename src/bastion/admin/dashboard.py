@@ -6,20 +6,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from bastion.accounts.models import User
 from bastion.admin import audit_log
+from bastion.admin.service import without_2fa_clause
 from bastion.audit import EventTag
 from bastion.audit.chain import last_verification
 from bastion.audit.models import AuditEvent
 from bastion.core.db import db
+from bastion.security import alerts
+from bastion.security.lockout import AccountLockout
 
 WINDOW = timedelta(days=7)
 HOURS = int(WINDOW / timedelta(hours=1))
 TOP_IPS = 10
 RECENT_ACTIONS = 10
 DISABLED_SHOWN = 10
+LOCKED_SHOWN = 20
+ALERTS_SHOWN = 20
 # The audit events that are admin actions: the console's own, plus invitations.
 ADMIN_ACTIONS = frozenset(
     {tag for tag in EventTag if tag.value.startswith("admin.")} | {EventTag.INVITE}
@@ -46,6 +51,22 @@ class Dashboard:
     disabled_users: list[User]
     disabled_total: int
     chain: ChainStatus
+    locked: list[LockedAccount]
+    without_2fa: int
+    alerts: list[alerts.Alert]
+    alerts_total: int
+
+
+@dataclass(frozen=True)
+class LockedAccount:
+    """An account locked now: until when, or hard-locked (password disabled) until recovery."""
+
+    user_id: int
+    email: str
+    failures: int
+    locked_at: datetime | None
+    locked_until: datetime | None
+    hard_lock: bool
 
 
 def _hour_label(column: Any) -> ColumnElement[str] | None:
@@ -106,6 +127,36 @@ def chain_status() -> ChainStatus:
     )
 
 
+def locked_accounts(now: datetime) -> list[LockedAccount]:
+    """Accounts locked at `now`, the hard locks first, then the newest locks."""
+    statement = (
+        select(User.id, User.email, AccountLockout)
+        .join(AccountLockout, AccountLockout.user_id == User.id)
+        .where(or_(AccountLockout.disabled_at.is_not(None), AccountLockout.locked_until > now))
+        .order_by(AccountLockout.disabled_at.is_(None), AccountLockout.locked_at.desc(), User.id)
+        .limit(LOCKED_SHOWN)
+    )
+    return [
+        LockedAccount(
+            user_id=user_id,
+            email=email,
+            failures=row.failures,
+            locked_at=row.locked_at,
+            locked_until=row.locked_until,
+            hard_lock=row.disabled_at is not None,
+        )
+        for user_id, email, row in db.session.execute(statement)
+    ]
+
+
+def users_without_2fa() -> int:
+    """Enabled accounts with no TOTP credential."""
+    statement = (
+        select(func.count()).select_from(User).where(User.active.is_(True), without_2fa_clause())
+    )
+    return int(db.session.scalar(statement) or 0)
+
+
 def build(now: datetime) -> Dashboard:
     """Everything the dashboard shows, as of `now`."""
     since, hourly = failures_by_hour(now)
@@ -123,4 +174,8 @@ def build(now: datetime) -> Dashboard:
             db.session.scalar(select(func.count()).select_from(disabled.subquery())) or 0
         ),
         chain=chain_status(),
+        locked=locked_accounts(now),
+        without_2fa=users_without_2fa(),
+        alerts=alerts.open_alerts(limit=ALERTS_SHOWN),
+        alerts_total=alerts.count_open(),
     )

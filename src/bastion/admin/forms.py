@@ -43,6 +43,11 @@ class UserSearchForm(Form):  # type: ignore[misc]
         choices=_choices(ANY, ("active", "Enabled"), ("disabled", "Disabled")),
         default="",
     )
+    security = SelectField(
+        "Security",
+        choices=_choices(ANY, ("locked", "Locked now"), ("no2fa", "Without 2FA")),
+        default="",
+    )
 
 
 class SessionFilterForm(Form):  # type: ignore[misc]

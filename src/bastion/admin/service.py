@@ -16,18 +16,22 @@ locks: there the transaction takes the database's single write lock before count
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, false, select, update
+from sqlalchemy import ColumnElement, Select, exists, false, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
+from bastion.accounts import lifecycle, mfa
 from bastion.accounts import service as accounts
-from bastion.accounts.models import User
+from bastion.accounts.models import RecoveryCode, TotpCredential, User
 from bastion.audit import Actor, EventTag, record, record_failure
+from bastion.core.clock import utcnow
 from bastion.core.db import db
-from bastion.core.mail import Mailer
+from bastion.core.mail import Mailer, MailMessage
 from bastion.core.pagination import Page, clamp, paginate
-from bastion.security import sessions
+from bastion.security import alerts, lockout, sessions
 from bastion.security.permissions import ROLE_PERMISSIONS, Permission, Role
 from bastion.security.session_store import SessionRecord, SessionStore
 
@@ -63,8 +67,35 @@ def get_user(user_id: int) -> User:
     return user
 
 
-def search_users(query: str, *, status: str, number: int, per_page: int) -> Page[User]:
-    """Users whose email or name contains `query` (literally: % and _ match themselves)."""
+def locked_clause(now: datetime) -> ColumnElement[bool]:
+    """Users whose account is locked at `now` (a timed lock, or the hard lock)."""
+    return exists().where(
+        lockout.AccountLockout.user_id == User.id,
+        or_(
+            lockout.AccountLockout.disabled_at.is_not(None),
+            lockout.AccountLockout.locked_until > now,
+        ),
+    )
+
+
+def without_2fa_clause() -> ColumnElement[bool]:
+    """Users with no TOTP credential."""
+    return ~exists().where(TotpCredential.user_id == User.id)
+
+
+def search_users(
+    query: str,
+    *,
+    status: str,
+    number: int,
+    per_page: int,
+    security: str = "",
+    now: datetime | None = None,
+) -> Page[User]:
+    """Users whose email or name contains `query` (literally: % and _ match themselves).
+
+    `security` narrows to accounts locked at `now` ("locked") or without 2FA ("no2fa").
+    """
     statement: Select[User] = select(User).order_by(User.email)
     query = query.strip()
     if query:
@@ -77,6 +108,10 @@ def search_users(query: str, *, status: str, number: int, per_page: int) -> Page
         statement = statement.where(User.active.is_(True))
     elif status == "disabled":
         statement = statement.where(User.active.is_(False))
+    if security == "locked":
+        statement = statement.where(locked_clause(now or utcnow()))
+    elif security == "no2fa":
+        statement = statement.where(without_2fa_clause())
     return paginate(db.session, statement, number=number, per_page=per_page)
 
 
@@ -369,3 +404,196 @@ def invite(email: str, *, actor: Actor, mailer: Mailer, site: accounts.Site, acc
         raise Conflict("An account with that email address already exists.")
     accounts.issue_invite(address, actor=actor, mailer=mailer, site=site)
     return address
+
+
+# ------------------------------------------------- lockout, 2FA and password recovery
+@dataclass(frozen=True)
+class SecurityState:
+    """What the user page shows about an account's lock and second factor."""
+
+    lock: lockout.LockState
+    locked: bool
+    totp: bool
+    recovery_codes: int
+
+
+def security_state(user_id: int, now: datetime) -> SecurityState:
+    lock = lockout.state(user_id)
+    codes = db.session.scalar(
+        select(func.count())
+        .select_from(RecoveryCode)
+        .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+    )
+    return SecurityState(
+        lock=lock, locked=lock.is_locked(now), totp=mfa.has_totp(user_id), recovery_codes=codes or 0
+    )
+
+
+def _lock_facts(lock: lockout.LockState, now: datetime) -> dict[str, object]:
+    return {
+        "locked": lock.is_locked(now),
+        "hard_lock": lock.disabled,
+        "failures": lock.failures,
+        "until": lock.locked_until.isoformat() if lock.locked_until else None,
+    }
+
+
+def unlock(user_id: int, *, actor: Actor, now: datetime) -> bool:
+    """Lift the account's lock (the hard lock too) and forget its failure streak.
+
+    Returns False when there was nothing to forget. The owner's password is unchanged: an
+    admin unlocks, the owner still has to know the password.
+    """
+    user = _lock_user(user_id)
+    before = lockout.state(user.id)
+    if before == lockout.UNLOCKED:
+        db.session.rollback()
+        return False
+    lockout.reset(user.id)
+    record(
+        EventTag.ADMIN_USER_UNLOCK,
+        actor,
+        target=user.email,
+        details={
+            "user_id": user.id,
+            "before": _lock_facts(before, now),
+            "after": _lock_facts(lockout.UNLOCKED, now),
+        },
+    )
+    db.session.commit()
+    return True
+
+
+def reset_2fa(user_id: int, *, actor: Actor, must_enrol: bool) -> bool:
+    """Remove the user's TOTP credential and recovery codes; end their sessions.
+
+    For someone who lost their authenticator and codes. Returns False when 2FA was not on.
+    Refused on the caller's own account (the account page does that, with the code). With
+    `must_enrol` (BASTION_REQUIRE_2FA covers the role) the next sign-in leads to enrolment.
+    """
+    user = _lock_user(user_id)
+    tag = EventTag.ADMIN_MFA_RESET
+    if actor.user_id == user.id:
+        raise _refuse(
+            tag,
+            actor,
+            user,
+            "self",
+            "Manage your own two-factor authentication on your account page.",
+        )
+    state = security_state(user.id, utcnow())
+    if not state.totp and not state.recovery_codes:
+        db.session.rollback()
+        return False
+    alive = len(sessions.list_user_sessions(user.id))
+    record(
+        tag,
+        actor,
+        target=user.email,
+        details={
+            "user_id": user.id,
+            "before": {
+                "totp": state.totp,
+                "recovery_codes": state.recovery_codes,
+                "sessions": alive,
+            },
+            "after": {"totp": False, "recovery_codes": 0, "sessions": 0},
+            "must_enrol": must_enrol,
+        },
+    )
+    mfa.disable(user, actor)  # deletes both and commits, with the event above
+    _end_sessions(user.id)
+    return True
+
+
+UNUSABLE_HASH_PREFIX = "!admin-reset:"  # no argon2 hash starts so: nothing matches it
+
+
+def force_password_reset(user_id: int, *, actor: Actor, site: accounts.Site) -> MailMessage:
+    """Make the current password unusable, end every session, return the reset mail.
+
+    The stored hash becomes a random value that is no argon2 hash, so no password matches
+    it (the login still pays one argon2 verify, against the dummy hash) and every older
+    reset link, bound to the old hash's fingerprint, dies. The owner chooses the new
+    password through the mailed link: an admin never sets or learns one (ASVS 6.4.6). The
+    link is minted by the ordinary reset mail (lifecycle.reset_request_mail) in the same
+    transaction as the change and its audit event. Refused for the caller's own account
+    and for a disabled one (its reset link would not work).
+    """
+    user = _lock_user(user_id)
+    tag = EventTag.ADMIN_PASSWORD_RESET
+    if actor.user_id == user.id:
+        raise _refuse(
+            tag, actor, user, "self", "Change your own password on your account page instead."
+        )
+    if not user.active:
+        raise _refuse(tag, actor, user, "disabled", "The account is disabled: enable it first.")
+    alive = len(sessions.list_user_sessions(user.id))
+    usable = not user.password_hash.startswith(UNUSABLE_HASH_PREFIX)
+    user.password_hash = UNUSABLE_HASH_PREFIX + secrets.token_hex(16)
+    record(
+        tag,
+        actor,
+        target=user.email,
+        details={
+            "user_id": user.id,
+            "before": {"usable_credential": usable, "sessions": alive},
+            "after": {"usable_credential": False, "sessions": 0, "reset_link_mailed": True},
+        },
+    )
+    # Records the reset request and commits everything; the link is bound to the new hash.
+    message = lifecycle.reset_request_mail(user.email, actor=actor, site=site)
+    _end_sessions(user.id)
+    if message is None:  # cannot happen for an active account; never mail nothing silently
+        raise AdminError("The reset link could not be made.")
+    link = re.search(r"https?://\S+/auth/reset/\S+", message.body)
+    if link is None:
+        raise AdminError("The reset link could not be made.")
+    return MailMessage(
+        to=message.to,
+        subject="An administrator reset your Bastion password",
+        body=(
+            f"Hello {user.name},\n\nAn administrator of Bastion has reset the password of your "
+            "account: the old one no longer works and you have been signed out everywhere. "
+            "Choose a new password with this link; it works once, for 30 minutes:\n\n"
+            f"{link.group(0)}\n\n"
+            "When it has expired, ask for a new one at "
+            f"{site.public_url.rstrip('/')}/auth/reset.\n"
+        ),
+    )
+
+
+# ------------------------------------------------------------------------- alerts
+def acknowledge_alert(alert_id: int, *, actor: Actor, now: datetime) -> bool:
+    """Mark an open alert as seen; return False when it already was acknowledged.
+
+    Raises NotFound for an id that is no alert. The acknowledgement row and its audit event
+    commit together; the alert event itself stays as it was (audit rows are insert-only).
+    """
+    row = alerts.get_alert(alert_id) if 1 <= alert_id <= MAX_ID else None
+    if row is None:
+        raise NotFound
+    if alerts.is_acknowledged(row.id):
+        return False
+    target = row.target
+    db.session.add(
+        alerts.AlertAck(
+            event_id=row.id, acknowledged_at=now, actor_id=actor.user_id, actor_email=actor.email
+        )
+    )
+    record(
+        EventTag.ADMIN_ALERT_ACK,
+        actor,
+        target=target,
+        details={
+            "alert_id": alert_id,
+            "before": {"acknowledged": False},
+            "after": {"acknowledged": True},
+        },
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:  # another admin acknowledged it at the same moment
+        db.session.rollback()
+        return False
+    return True

@@ -16,6 +16,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from werkzeug.wrappers import Response
 
 from bastion.accounts import service as accounts
+from bastion.accounts.mfa_views import must_have_2fa
 from bastion.admin import audit_log, dashboard, service
 from bastion.admin.chart import hourly_bar_chart
 from bastion.admin.forms import (
@@ -29,7 +30,7 @@ from bastion.admin.forms import (
 from bastion.core.clock import utcnow
 from bastion.core.mail import Mailer
 from bastion.core.pagination import PageError, page_number
-from bastion.security import sessions
+from bastion.security import alerts, sessions
 from bastion.security.freshness import recent_auth_required
 from bastion.security.identity import current_actor
 from bastion.security.permissions import Permission
@@ -90,7 +91,14 @@ def dashboard_page() -> str:
         description=summary + ".",
         element_id="failed-logins",
     )
-    return render_template("admin/dashboard.html", data=data, chart=chart, summary=summary)
+    return render_template(
+        "admin/dashboard.html",
+        data=data,
+        chart=chart,
+        summary=summary,
+        action_form=ActionForm(formdata=None),
+        now=utcnow(),
+    )
 
 
 # -------------------------------------------------------------------------- users
@@ -101,7 +109,12 @@ def users() -> tuple[str, int]:
     if not form.validate():
         return render_template("admin/users.html", form=form, page=None), HTTPStatus.BAD_REQUEST
     page = service.search_users(
-        form.q.data or "", status=form.status.data, number=_page(), per_page=PER_PAGE
+        form.q.data or "",
+        status=form.status.data,
+        security=form.security.data,
+        now=utcnow(),
+        number=_page(),
+        per_page=PER_PAGE,
     )
     args = _query_args(form)
     return render_template("admin/users.html", form=form, page=page, args=args), HTTPStatus.OK
@@ -120,6 +133,7 @@ def _user_page(
         role_form=role_form or RoleForm(formdata=None, role=user.role),
         action_form=ActionForm(formdata=None),
         user_sessions=sessions.list_user_sessions(user.id),
+        security=service.security_state(user.id, utcnow()),
         events=audit_log.about(user.email, limit=10),
         error=error,
     )
@@ -204,6 +218,116 @@ def revoke_user_sessions(user_id: int) -> Response:
     ended = service.revoke_sessions(user.id, actor=current_actor())
     flash(f"{ended} session(s) ended; remember-me tokens revoked.", "success")
     return _see_other("admin.user_detail", user_id=user_id)
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["bastion.settings"]
+    return settings
+
+
+def _post_action(user_id: int) -> Any:
+    """The user for a POSTed action (404 when unknown); None when it was a GET (no change)."""
+    user = _user_or_404(user_id)
+    if request.method == "GET":
+        return None
+    if not ActionForm().validate_on_submit():
+        abort(HTTPStatus.BAD_REQUEST)
+    return user
+
+
+def _refused(user_id: int, exc: service.AdminError) -> tuple[str, int]:
+    status = HTTPStatus.CONFLICT if isinstance(exc, service.Conflict) else HTTPStatus.BAD_REQUEST
+    return _user_page(_user_or_404(user_id), status, error=str(exc))
+
+
+@bp.route(f"/users/<{USER_ID}:user_id>/unlock", methods=["GET", "POST"])
+@requires(Permission.ADMIN_USERS)
+@recent_auth_required
+def unlock_user(user_id: int) -> Response | tuple[str, int]:
+    user = _post_action(user_id)
+    if user is None:
+        return _see_other("admin.user_detail", user_id=user_id)
+    try:
+        changed = service.unlock(user.id, actor=current_actor(), now=utcnow())
+    except service.NotFound:
+        abort(HTTPStatus.NOT_FOUND)
+    if changed:
+        flash("The account is unlocked and its failure count cleared.", "success")
+    else:
+        flash("Nothing changed: the account was not locked.", "info")
+    return _see_other("admin.user_detail", user_id=user_id)
+
+
+@bp.route(f"/users/<{USER_ID}:user_id>/2fa/reset", methods=["GET", "POST"])
+@requires(Permission.ADMIN_USERS)
+@recent_auth_required
+def reset_2fa(user_id: int) -> Response | tuple[str, int]:
+    user = _post_action(user_id)
+    if user is None:
+        return _see_other("admin.user_detail", user_id=user_id)
+    must_enrol = must_have_2fa(user.role, _settings().require_2fa)
+    try:
+        changed = service.reset_2fa(user.id, actor=current_actor(), must_enrol=must_enrol)
+    except service.NotFound:
+        abort(HTTPStatus.NOT_FOUND)
+    except service.AdminError as exc:
+        return _refused(user_id, exc)
+    if not changed:
+        flash("Nothing changed: two-factor authentication was not on.", "info")
+    elif must_enrol:
+        flash("2FA was reset and the user signed out; they must enrol again.", "success")
+    else:
+        flash("2FA was reset and the user signed out everywhere.", "success")
+    return _see_other("admin.user_detail", user_id=user_id)
+
+
+@bp.route(f"/users/<{USER_ID}:user_id>/password/reset", methods=["GET", "POST"])
+@requires(Permission.ADMIN_USERS)
+@recent_auth_required
+def force_password_reset(user_id: int) -> Response | tuple[str, int]:
+    user = _post_action(user_id)
+    if user is None:
+        return _see_other("admin.user_detail", user_id=user_id)
+    settings = _settings()
+    try:
+        message = service.force_password_reset(
+            user.id,
+            actor=current_actor(),
+            site=accounts.Site(settings.public_url, settings.password_min_length),
+        )
+    except service.NotFound:
+        abort(HTTPStatus.NOT_FOUND)
+    except service.AdminError as exc:
+        return _refused(user_id, exc)
+    mailer: Mailer = current_app.extensions["bastion.mailer"]
+    mailer.send(message)
+    flash(
+        "The password no longer works, the user was signed out everywhere and was mailed "
+        "a link to choose a new one.",
+        "success",
+    )
+    return _see_other("admin.user_detail", user_id=user_id)
+
+
+@bp.route("/alerts/<int(min=1, max=2147483647):alert_id>/ack", methods=["GET", "POST"])
+@requires(Permission.ADMIN_USERS)
+@recent_auth_required
+def acknowledge_alert(alert_id: int) -> Response:
+    if alerts.get_alert(alert_id) is None:
+        abort(HTTPStatus.NOT_FOUND)
+    if request.method == "GET":
+        return _see_other("admin.dashboard_page")
+    if not ActionForm().validate_on_submit():
+        abort(HTTPStatus.BAD_REQUEST)
+    try:
+        changed = service.acknowledge_alert(alert_id, actor=current_actor(), now=utcnow())
+    except service.NotFound:
+        abort(HTTPStatus.NOT_FOUND)
+    if changed:
+        flash("Alert acknowledged.", "success")
+    else:
+        flash("That alert was already acknowledged.", "info")
+    return _see_other("admin.dashboard_page", _anchor="alerts-heading")
 
 
 @bp.route("/users/invite", methods=["GET", "POST"])

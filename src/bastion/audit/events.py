@@ -53,6 +53,13 @@ class EventTag(StrEnum):
     DOCUMENT_SHARE_REVOKE = "document.share.revoke"
     DOCUMENT_DELETE = "document.delete"
     DOCUMENT_PURGE = "document.purge"
+    # Admin console: lockout, 2FA and password recovery (admin/service.py); suspicious
+    # activity alerts and their acknowledgement (security/alerts.py).
+    ADMIN_USER_UNLOCK = "admin.user.unlock"
+    ADMIN_MFA_RESET = "admin.user.mfa.reset"
+    ADMIN_PASSWORD_RESET = "admin.user.password.reset"  # noqa: S105 - an event name
+    ADMIN_ALERT_ACK = "admin.alert.ack"
+    ALERT = "security.alert"
 
 
 class Outcome(StrEnum):

@@ -22,6 +22,7 @@ from bastion.audit import EventTag, record_failure
 from bastion.core.errors import error_response
 from bastion.core.request_log import loggable_path
 from bastion.extensions import csrf
+from bastion.security import alerts
 from bastion.security.identity import current_actor
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -83,6 +84,7 @@ def handle_csrf_error(error: CSRFError) -> Response:
         target=loggable_path(),  # a token in the URL must not reach the audit trail
         details={"reason": error.description, "method": request.method},
     )
+    alerts.after_denial(current_actor())  # repeated failures raise an alert
     return error_response(
         HTTPStatus.BAD_REQUEST,
         "This form expired or was not sent from this site. Reload the page and try again.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bastion.audit import EventTag, Outcome, record_failure
+from bastion.security import alerts
 from bastion.security.identity import current_actor
 
 
@@ -14,3 +15,4 @@ def record_denial(endpoint: str, missing: list[str]) -> None:
         target=endpoint,
         details={"missing": missing},
     )
+    alerts.after_denial(current_actor())  # repeated denials raise an alert
