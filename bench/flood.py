@@ -124,12 +124,24 @@ def _probe_worker(
     client: Client,
     path: str,
     interval: float,
-    start: float,
-    deadline: float,
+    phase: float,
+    seconds: float,
     out: list[tuple[float, str]],
     lock: threading.Lock,
 ) -> None:
+    """Time GET `path` every `interval` s for `seconds`, after one untimed warm-up request.
+
+    The warm-up (TLS handshake) runs in this thread right before the paced loop, so the
+    connection is never left idle long enough for the server's keep-alive timeout to close
+    it under the client's feet (a client artefact, not a server failure).
+    """
     mine: list[tuple[float, str]] = []
+    try:
+        client.request("GET", path)
+    except (OSError, http.client.HTTPException) as exc:
+        mine.append((float("nan"), f"error {type(exc).__name__}"))
+    start = time.monotonic() + phase
+    deadline = start + seconds
     due = start
     while due < deadline:
         delay = due - time.monotonic()
@@ -155,17 +167,15 @@ def probe(
     samples: list[tuple[float, str]] = []
     lock = threading.Lock()
     interval = connections / rate
-    start = time.monotonic() + 0.2
     threads = []
     for n in range(connections):
         client = Client(port, context, timeout=15)
         client.cookies["__Host-session"] = cookie
-        client.request("GET", path)  # connect (TLS handshake) before the clock starts
-        offset = start + n * interval / connections
+        phase = n * interval / connections  # spread the connections' requests evenly
         threads.append(
             threading.Thread(
                 target=_probe_worker,
-                args=(client, path, interval, offset, start + seconds, samples, lock),
+                args=(client, path, interval, phase, seconds, samples, lock),
                 daemon=True,
             )
         )
