@@ -380,6 +380,44 @@ def test_remember_me_restores_a_session_that_is_not_fresh(
     assert not is_signed_in(with_remember(app, remember))  # the used token is spent
 
 
+def test_remember_me_ends_14_days_after_the_password_login_however_often_it_is_used(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    from sqlalchemy import select
+
+    from bastion.core.db import db
+    from bastion.security.sessions import RememberToken
+
+    auth.create_user()
+    auth.login(remember=True)
+    with app.app_context():
+        first_expiry = db.session.scalars(select(RememberToken.expires_at)).one()
+
+    client.delete_cookie(SESSION_COOKIE)  # the browser was closed, and comes back
+    response = client.get("/")
+
+    assert response.status_code == HTTPStatus.OK
+    with app.app_context():
+        successor = db.session.scalars(select(RememberToken.expires_at)).one()
+    assert successor == first_expiry  # rotated, but never extended
+    max_age = int(set_cookies(response)[REMEMBER_COOKIE]["max-age"])
+    assert max_age <= int((first_expiry - utcnow()).total_seconds()) + 1
+
+
+@pytest.mark.parametrize("role", ["admin", "auditor"])
+def test_privileged_roles_never_get_a_remember_cookie(
+    app: Flask, client: FlaskClient, auth: AuthActions, role: str
+) -> None:
+    user_id = auth.create_user("staff@example.com", role=role, name="Staff Member")
+
+    response = auth.login("staff@example.com", remember=True)
+
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert REMEMBER_COOKIE not in set_cookies(response)
+    with app.app_context():
+        assert sessions.remember_tokens_for(user_id) == 0
+
+
 def test_remember_cookie_dies_at_logout(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
     auth.create_user()
     auth.login(remember=True)

@@ -33,7 +33,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 # Roles whose holders may never use "remember me" (a stolen device must not stay admin).
-PRIVILEGED_PERMISSIONS = frozenset({Permission.ADMIN_USERS, Permission.ADMIN_SESSIONS})
+PRIVILEGED_PERMISSIONS = frozenset(
+    {Permission.ADMIN_CONSOLE, Permission.ADMIN_USERS, Permission.ADMIN_SESSIONS}
+)
 
 
 def permissions_for(role: str) -> frozenset[Permission]:

@@ -93,6 +93,7 @@ class ServerSession(SessionMixin):
         self.clear_cookie = False
         self.new_id = False
         self.remember_value: str | None = None
+        self.remember_max_age: int | None = None
         self.forget_remember = False
 
     # SessionMixin's `permanent` reads the data; our lifetimes are server-side, so fixed.
@@ -209,11 +210,14 @@ class SessionManager(SessionInterface):
         if row is None or row.expires_at <= now:
             session.forget_remember = True
             return
-        user_id = row.user_id
-        # Rotate the token on use, so a stolen copy dies the next time its owner comes back.
+        user_id, expires_at = row.user_id, row.expires_at
+        # Rotate the token on use, so a stolen copy dies the next time its owner comes back;
+        # the successor keeps the original expiry: "remember me" is 14 days from the
+        # password login, not 14 days from the last visit.
         db.session.delete(row)
         db.session.commit()
-        session.remember_value = self._new_remember_token(user_id, now)
+        session.remember_value = self._new_remember_token(user_id, now, expires_at)
+        session.remember_max_age = int((expires_at - now).total_seconds())
         session.sid = None
         session.new_id = True
         session.record = self._new_record(user_id, now, auth_at=None)
@@ -221,14 +225,16 @@ class SessionManager(SessionInterface):
         session._data = {USER_KEY: str(user_id), "_fresh": False}
         session.modified = True
 
-    def _new_remember_token(self, user_id: int, now: datetime) -> str:
+    def _new_remember_token(
+        self, user_id: int, now: datetime, expires_at: datetime | None = None
+    ) -> str:
         token = secrets.token_urlsafe(32)
         db.session.add(
             RememberToken(
                 key=hash_id(token),
                 user_id=user_id,
                 created_at=now,
-                expires_at=now + self.policy.remember,
+                expires_at=expires_at or now + self.policy.remember,
             )
         )
         db.session.commit()
@@ -268,7 +274,9 @@ class SessionManager(SessionInterface):
         if session.forget_remember:
             self._delete_cookie(response, REMEMBER_COOKIE)
         if session.remember_value is not None:
-            self._set_remember_cookie(app, response, session.remember_value)
+            self._set_remember_cookie(
+                app, response, session.remember_value, session.remember_max_age
+            )
         if session.destroyed:
             self._delete_cookie(response, SESSION_COOKIE)
             self._delete_cookie(response, REMEMBER_COOKIE)
@@ -323,12 +331,14 @@ class SessionManager(SessionInterface):
     def _should_purge() -> bool:
         return secrets.randbelow(PURGE_ONE_IN) == 0
 
-    def _set_remember_cookie(self, app: Flask, response: Response, token: str) -> None:
+    def _set_remember_cookie(
+        self, app: Flask, response: Response, token: str, max_age: int | None
+    ) -> None:
         signer = Signer(app.secret_key, salt="bastion.remember")  # type: ignore[arg-type]
         response.set_cookie(
             REMEMBER_COOKIE,
             signer.sign(token).decode(),
-            max_age=int(self.policy.remember.total_seconds()),
+            max_age=max_age if max_age is not None else int(self.policy.remember.total_seconds()),
             secure=app.config["SESSION_COOKIE_SECURE"],
             httponly=True,
             samesite="Lax",
