@@ -34,8 +34,8 @@ def build_bastion(instance: Path, redis_url: str | None, prefix: str) -> Any:
     from cryptography.fernet import Fernet
     from flask_migrate import upgrade
 
+    from bastion import app as app_module
     from bastion.accounts import service
-    from bastion.app import create_app
     from bastion.audit import Actor
     from bastion.core.db import db
     from bastion.settings import Settings
@@ -50,7 +50,10 @@ def build_bastion(instance: Path, redis_url: str | None, prefix: str) -> Any:
         redis_prefix=prefix,
         **limits,
     )
-    app = create_app(settings)
+    app = app_module.create_app(settings)
+    enable = getattr(app_module, "enable_migrations", None)
+    if enable is not None:  # Alembic is wired only where migrations run
+        enable(app)
     with app.app_context():
         upgrade()
         service.create_user(
