@@ -119,6 +119,9 @@ def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.fixture
 def app(backend: Backend, settings_overrides: dict[str, Any]) -> Iterator[Flask]:
     app = create_app(backend.settings(**settings_overrides))
+    # Each test reads only its own mail: the instance folder is shared by the whole run.
+    for old_mail in (app.extensions["bastion.settings"].instance_path / "outbox").glob("*.eml"):
+        old_mail.unlink()
     yield app
     with app.app_context():
         db.session.remove()

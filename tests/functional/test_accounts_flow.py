@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -118,3 +119,15 @@ def test_navigation_shows_admin_only_to_those_with_the_console_permission(
     auth.logout()
     auth.login("boss@example.com")
     assert 'href="/admin/"' in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.settings(ratelimit_user_confirm="2 per hour")
+def test_registering_an_existing_address_again_and_again_is_no_mail_bomb(
+    app: Flask, auth: AuthActions, outbox: Outbox
+) -> None:
+    auth.create_user("alice@example.com")
+
+    answers = [auth.register(email="alice@example.com").status_code for _ in range(5)]
+
+    assert answers == [HTTPStatus.SEE_OTHER] * 5  # the same answer every time
+    assert len([m for m in outbox.messages() if m["To"] == "alice@example.com"]) == 2

@@ -85,6 +85,10 @@ def register(
     password_hash = hash_guard.hash_password(password)  # capped: security/hash_guard.py
     existing = find_by_email(email)
     if existing is not None:
+        # Repeated sign-ups must not turn into a mail bomb aimed at the address's owner:
+        # beyond `user.confirm` per hour, the same answer is given and nothing is sent.
+        if not rate_limit.hit(LimitName.USER_CONFIRM, email):
+            return
         if existing.confirmed_at is None:
             _send_confirmation(existing, mailer, site)
         else:
