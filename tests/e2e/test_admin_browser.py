@@ -111,3 +111,52 @@ def test_admin_disables_and_enables_a_user_and_sees_both_in_the_audit_log(
     open_section(watch, "Sessions")
     assert_admin_page(watch, "Active sessions")
     expect(page.get_by_text("This session")).to_be_visible()
+
+
+def test_a_locked_user_is_unlocked_by_an_admin_and_both_show_in_the_audit_log(
+    live_server: LiveServer, watch: Watch
+) -> None:
+    from bastion.core.db import db
+    from bastion.security import lockout
+
+    page = watch.page
+    run = secrets.token_hex(4)
+    admin_email, target_email = f"boss-{run}@example.com", f"erin-{run}@example.com"
+    create(live_server, admin_email, "Boss Admin", "admin")
+    create(live_server, target_email, "Erin Target", "user")
+    app = live_server.app
+    with app.app_context():
+        from bastion.accounts.service import find_by_email
+
+        target = find_by_email(target_email)
+        assert target is not None
+        policy = lockout.LockoutPolicy.from_settings(app.extensions["bastion.settings"])
+        # What ten wrong passwords from an attacker do (the lockout tests send them for real).
+        for _ in range(policy.threshold):
+            lockout.register_failure(target.id, policy)
+        db.session.commit()
+
+    page.goto(live_server.url + "/auth/login?next=/admin/users")
+    page.get_by_label("Email address").fill(admin_email)
+    page.get_by_label("Password").fill(GOOD_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert_admin_page(watch, "Users")
+    page.get_by_label("Email or name contains").fill(f"erin-{run}")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=target_email).click()
+    assert_admin_page(watch, "Erin Target")
+    expect(page.get_by_text("Locked", exact=False).first).to_be_visible()
+
+    page.get_by_role("button", name="Unlock account").click()
+    assert_admin_page(watch, "Erin Target")
+    expect(page.get_by_role("status")).to_contain_text("The account is unlocked")
+    expect(page.get_by_role("button", name="Unlock account")).to_have_count(0)
+
+    open_section(watch, "Audit log")
+    page.get_by_label("Actor email contains").fill(admin_email)
+    page.get_by_role("button", name="Filter").click()
+    assert_admin_page(watch, "Audit log")
+    table = page.get_by_role("table", name="Audit events, newest first")
+    unlock = table.get_by_role("row").filter(has_text="admin.user.unlock")
+    expect(unlock).to_have_count(1)
+    expect(unlock).to_contain_text(target_email)
