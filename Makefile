@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
 .PHONY: run test lint unit test-embedded test-scaleout e2e bench lock clean browser
 
@@ -58,7 +60,7 @@ test: lint test-embedded test-scaleout
 # Benchmarks (not part of `make test`): ~10 minutes, loads 127.0.0.x only, results in
 # bench/results/. wrk comes from Debian, installed like chromium above when missing.
 # BENCH_ARGS passes options through, e.g. BENCH_ARGS="--profiles embedded --rounds 5".
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_STAMP)
 	@if ! command -v wrk >/dev/null 2>&1; then \
 	  if ! command -v apt-get >/dev/null 2>&1; then \
 	    echo "no apt-get here: install wrk for the benchmarks" >&2; exit 1; \
@@ -70,7 +72,16 @@ bench: $(STAMP)
 	    -o DPkg::Lock::Timeout=300 wrk >/dev/null \
 	    || { echo "apt-get install wrk failed" >&2; exit 1; }; \
 	fi
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	BASTION_BENCH_BIN=$(CURDIR)/$(BENCH_VENV)/bin $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The servers under test run from a runtime-only environment, as in production: the dev
+# tools (bandit pulls in rich and pygments, which structlog then imports) would inflate
+# every worker's memory.
+$(BENCH_STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(BENCH_STAMP)
 
 # Re-pin dependencies with hashes (needs pip-tools in the active environment).
 lock:
@@ -78,4 +89,4 @@ lock:
 	pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o requirements-dev.lock requirements-dev.in
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache

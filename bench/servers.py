@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import IO
 
 LOOPBACK = "127.0.0.1"
-BIN = Path(sys.executable).parent
+# The environment the servers run from: `make bench` points this at a runtime-only venv.
+BIN = Path(os.environ.get("BASTION_BENCH_BIN") or Path(sys.executable).parent)
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 15.0
@@ -316,7 +317,7 @@ def start_bare(workdir: Path, profile: Profile, cert: Path, key: Path, name: str
         BENCH_CERTFILE=str(cert),
         BENCH_KEYFILE=str(key),
     )
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:bench.bare_gunicorn_conf"]
+    argv = [str(BIN / "python"), "-m", "gunicorn", "-c", "python:bench.bare_gunicorn_conf"]
     process = spawn(argv, env, workdir, name)
     wait_https(process, port, cert, path="/auth/login")
     return Bare(process, port)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ua_parser import parse
-
 UNKNOWN = "Unknown device"
 
 
@@ -19,6 +17,8 @@ def describe(user_agent: str | None) -> str:
     """Return e.g. "Firefox 120 on Linux" or "Mobile Safari 17 on iOS 17 (iPhone)"."""
     if not user_agent:
         return UNKNOWN
+    from ua_parser import parse  # its regex tables load on first use, not in every worker
+
     result = parse(user_agent[:512])
     browser = result.user_agent
     system = result.os

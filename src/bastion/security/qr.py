@@ -11,7 +11,6 @@ This is a reviewed `Markup` producer (see tests/unit/test_no_unsafe_markup.py).
 
 from __future__ import annotations
 
-import segno
 from markupsafe import Markup, escape
 
 __all__ = ["qr_svg"]
@@ -34,6 +33,8 @@ def _dark_runs(row: list[int]) -> list[tuple[int, int]]:
 
 def qr_svg(data: str, *, title: str, pixels_per_module: int = 5) -> Markup:
     """Return `data` as a QR code in an inline SVG element (presentation attributes only)."""
+    import segno  # only the enrolment page draws QR codes; workers needn't load it
+
     code = segno.make(data, error="m", micro=False)
     rows = [list(row) for row in code.matrix_iter(scale=1, border=QUIET_ZONE)]
     size = len(rows)

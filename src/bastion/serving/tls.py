@@ -16,11 +16,6 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 TLS12_CIPHERS = ":".join(
     (
         "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -77,6 +72,11 @@ def _stamp(path: str) -> tuple[int, int, int]:
 
 def new_private_key() -> bytes:
     """A fresh ECDSA P-256 key as unencrypted PKCS#8 PEM (the file itself is mode 0600)."""
+    # Imported here: serving workers never generate certificates, and x509 costs
+    # each of them memory (this module is loaded by the gunicorn config).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = ec.generate_private_key(ec.SECP256R1())
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -89,6 +89,11 @@ def self_signed_certificate(
     key_pem: bytes, hosts: Iterable[str] = DEFAULT_HOSTS, *, now: datetime | None = None
 ) -> bytes:
     """A one-year self-signed server certificate for `hosts` (DNS names or IP addresses)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("the TLS key is not an EC key")
