@@ -192,7 +192,8 @@ class Settings:
 
     @property
     def ratelimit_storage_uri(self) -> str:
-        return self.redis_url or "memory://"
+        # In-process: limits' memory store minus its timer thread (security/memory_limits.py).
+        return self.redis_url or "bastion-memory://"
 
     # ------------------------------------------------------------------- constructors
     @classmethod

@@ -88,6 +88,7 @@ from bastion.core.errors import error_response, handle_unavailable
 from bastion.core.request_log import loggable_path
 from bastion.extensions import limiter
 from bastion.security import hash_guard
+from bastion.security import memory_limits as _registers_bastion_memory  # noqa: F401
 from bastion.security.client import client_ip
 from bastion.settings import Settings
 
