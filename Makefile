@@ -59,7 +59,8 @@ test: lint test-embedded test-scaleout
 
 # Benchmarks (not part of `make test`): ~10 minutes, loads 127.0.0.x only, results in
 # bench/results/. wrk comes from Debian, installed like chromium above when missing.
-# BENCH_ARGS passes options through, e.g. BENCH_ARGS="--profiles embedded --rounds 5".
+# BENCH_ARGS passes options through, e.g. BENCH_ARGS="--profiles embedded --rounds 5";
+# DOCUMENTS_BENCH_ARGS does the same for the vault's upload/download/search scenario.
 bench: $(STAMP) $(BENCH_STAMP)
 	@if ! command -v wrk >/dev/null 2>&1; then \
 	  if ! command -v apt-get >/dev/null 2>&1; then \
@@ -73,6 +74,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	    || { echo "apt-get install wrk failed" >&2; exit 1; }; \
 	fi
 	BASTION_BENCH_BIN=$(CURDIR)/$(BENCH_VENV)/bin $(BIN)/python -m bench.run $(BENCH_ARGS)
+	BASTION_BENCH_BIN=$(CURDIR)/$(BENCH_VENV)/bin $(BIN)/python -m bench.documents $(DOCUMENTS_BENCH_ARGS)
 
 # The servers under test run from a runtime-only environment, as in production: the dev
 # tools (bandit pulls in rich and pygments, which structlog then imports) would inflate
