@@ -283,3 +283,18 @@ def test_a_password_typed_into_the_email_field_is_not_logged(
 
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert_nowhere(app, logs, {GOOD_PASSWORD})
+
+
+def test_a_mistyped_one_time_link_does_not_log_its_token(
+    app: Flask, client: FlaskClient, logs: Captured
+) -> None:
+    with app.app_context():
+        from bastion.security.tokens import TokenPurpose, issue
+
+        token = issue(TokenPurpose.CONFIRM_EMAIL, "1", email="x@example.com")
+
+    response = client.get(f"/auth/confirm/{token}/extra")  # no such route: a 404
+
+    assert response.status_code == HTTPStatus.NOT_FOUND
+    assert token not in logs.text
+    assert token.split(".")[0] not in logs.text

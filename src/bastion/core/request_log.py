@@ -8,6 +8,7 @@ are never logged.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from werkzeug.wrappers import Response
 
 log = structlog.get_logger("bastion.access")
 SECRET_VIEW_ARGS = frozenset({"token"})
+# Our signed tokens are long runs of URL-safe base64 with dots; no page name looks like that.
+TOKENISH = re.compile(r"[A-Za-z0-9_\-]{24,}(?:\.[A-Za-z0-9_\-]+)*")
 
 
 def begin_request() -> None:
@@ -45,6 +48,9 @@ def loggable_path() -> str:
             names = args.keys()
     if rule is not None and SECRET_VIEW_ARGS.intersection(names):
         return rule.rule
+    if rule is None:
+        # No route matched (a mistyped one-time link, say): mask anything token-shaped.
+        return TOKENISH.sub("<redacted>", request.path)
     return request.path
 
 
