@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint unit test-embedded test-scaleout e2e bench lock clean browser
+.PHONY: run test lint unit test-embedded test-scaleout e2e bench lock clean browser observatory
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,12 @@ lint: $(STAMP)
 	$(BIN)/bandit -q -c pyproject.toml -r src --severity-level medium
 	$(BIN)/lint-imports
 
-test-embedded: $(STAMP) browser
+# The MDN HTTP Observatory scanner for tests/server/test_observatory.py, from the lock file;
+# --ignore-scripts: its postinstall would download the HSTS preload and TLD lists.
+observatory:
+	npm ci --ignore-scripts --prefix tests/observatory
+
+test-embedded: $(STAMP) browser observatory
 	BASTION_TEST_PROFILE=embedded $(BIN)/pytest -q $(PYTEST_ARGS) || exit $$?
 
 test-scaleout: $(STAMP) browser
