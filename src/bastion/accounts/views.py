@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 
 import structlog
 from flask import (
@@ -113,6 +115,26 @@ def register() -> Response | tuple[str, int]:
     return render_template("accounts/register.html", form=form), status
 
 
+def _one_time_link_form(
+    template: str, form: RegisterForm, submit: Callable[[], object], *, done: str, **context: Any
+) -> Response:
+    """Show or submit the account form behind a one-time link (invitation, admin setup).
+
+    A refused password keeps the link usable; success goes to sign-in with `done` flashed.
+    """
+    if form.validate_on_submit():
+        try:
+            submit()
+        except service.AccountError as exc:
+            form.password.errors.append(str(exc))
+        else:
+            flash(done, "success")
+            return redirect(url_for("accounts.login"), code=HTTPStatus.SEE_OTHER)
+    status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK
+    page = render_template(template, form=form, error=None, **context)
+    return _no_referrer(make_response(page, status))
+
+
 def _accept_invite(token: str) -> Response:
     """Register through an admin's invitation: the invited address is already proven."""
     try:
@@ -121,25 +143,19 @@ def _accept_invite(token: str) -> Response:
         page = render_template("accounts/invite.html", form=None, error=str(exc))
         return _no_referrer(make_response(page, HTTPStatus.BAD_REQUEST))
     form = RegisterForm(data={"email": invited} if request.method == "GET" else None)
-    status = HTTPStatus.OK
-    if form.validate_on_submit():
-        try:
-            service.accept_invite(
-                token,
-                name=form.name.data,
-                password=form.password.data,
-                actor=current_actor(),
-                site=_site(),
-            )
-        except service.AccountError as exc:
-            form.password.errors.append(str(exc))
-        else:
-            flash("Your account is ready. You can sign in now.", "success")
-            return redirect(url_for("accounts.login"), code=HTTPStatus.SEE_OTHER)
-    if form.is_submitted():
-        status = HTTPStatus.BAD_REQUEST
-    page = render_template("accounts/invite.html", form=form, error=None, email=invited)
-    return _no_referrer(make_response(page, status))
+    return _one_time_link_form(
+        "accounts/invite.html",
+        form,
+        lambda: service.accept_invite(
+            token,
+            name=form.name.data,
+            password=form.password.data,
+            actor=current_actor(),
+            site=_site(),
+        ),
+        done="Your account is ready. You can sign in now.",
+        email=invited,
+    )
 
 
 @bp.route("/auth/check-email")
@@ -398,26 +414,19 @@ def setup(token: str) -> Response:
         page = render_template("accounts/setup.html", form=None, error=str(exc))
         return _no_referrer(make_response(page, HTTPStatus.NOT_FOUND))
     form = SetupForm()
-    status = HTTPStatus.OK
-    if form.validate_on_submit():
-        try:
-            service.setup_admin(
-                token,
-                email=form.email.data,
-                name=form.name.data,
-                password=form.password.data,
-                actor=current_actor(),
-                site=_site(),
-            )
-        except service.AccountError as exc:
-            form.password.errors.append(str(exc))
-        else:
-            flash("The administrator account is ready. Sign in to continue.", "success")
-            return redirect(url_for("accounts.login"), code=HTTPStatus.SEE_OTHER)
-    if form.is_submitted():
-        status = HTTPStatus.BAD_REQUEST
-    page = render_template("accounts/setup.html", form=form, error=None)
-    return _no_referrer(make_response(page, status))
+    return _one_time_link_form(
+        "accounts/setup.html",
+        form,
+        lambda: service.setup_admin(
+            token,
+            email=form.email.data,
+            name=form.name.data,
+            password=form.password.data,
+            actor=current_actor(),
+            site=_site(),
+        ),
+        done="The administrator account is ready. Sign in to continue.",
+    )
 
 
 # The rest of the account pages live in their own modules and register on `bp` here, once
