@@ -132,24 +132,43 @@ def _send_confirmation(user: User, mailer: Mailer, site: Site) -> None:
     )
 
 
+INVALID_CONFIRMATION = "This confirmation link is invalid or has expired."
+INVALID_UNLOCK = "This unlock link is invalid, used or expired."
+
+
+def _check_link(purpose: TokenPurpose, token: str, message: str) -> None:
+    """Raise AccountError(message) unless a mailed link's token is still good."""
+    try:
+        verify(purpose, token)
+    except InvalidToken:
+        raise AccountError(message) from None
+
+
+def _use_link(purpose: TokenPurpose, token: str, message: str) -> User:
+    """Spend a mailed link's token and return the account it was issued for.
+
+    The token is bound to the user id and the address it was mailed to; an account whose
+    address changed since gets nothing. The caller commits (which also spends the token).
+    """
+    try:
+        payload = consume(purpose, token)
+    except InvalidToken:
+        raise AccountError(message) from None
+    user = db.session.get(User, int(payload["sub"]))
+    if user is None or user.email != payload.get("email"):
+        db.session.rollback()
+        raise AccountError(message)
+    return user
+
+
 def check_confirmation(token: str) -> None:
     """Raise AccountError unless the confirmation token is still good (GET shows a button)."""
-    try:
-        verify(TokenPurpose.CONFIRM_EMAIL, token)
-    except InvalidToken:
-        raise AccountError("This confirmation link is invalid or has expired.") from None
+    _check_link(TokenPurpose.CONFIRM_EMAIL, token, INVALID_CONFIRMATION)
 
 
 def confirm(token: str, actor: Actor) -> User:
     """Activate the account a confirmation token names; the token works once."""
-    try:
-        payload = consume(TokenPurpose.CONFIRM_EMAIL, token)
-    except InvalidToken:
-        raise AccountError("This confirmation link is invalid or has expired.") from None
-    user = db.session.get(User, int(payload["sub"]))
-    if user is None or user.email != payload.get("email"):
-        db.session.rollback()
-        raise AccountError("This confirmation link is invalid or has expired.")
+    user = _use_link(TokenPurpose.CONFIRM_EMAIL, token, INVALID_CONFIRMATION)
     if user.confirmed_at is None:
         user.confirmed_at = utcnow()
     record(EventTag.CONFIRM, actor, target=user.email)
@@ -320,22 +339,12 @@ def notify_new_device(
 
 def check_unlock(token: str) -> None:
     """Raise AccountError unless the unlock link is still good (GET shows a button)."""
-    try:
-        verify(TokenPurpose.UNLOCK, token)
-    except InvalidToken:
-        raise AccountError("This unlock link is invalid, used or expired.") from None
+    _check_link(TokenPurpose.UNLOCK, token, INVALID_UNLOCK)
 
 
 def unlock(token: str, actor: Actor) -> User:
     """Lift the lock (and a disabled password) the link was mailed for; the link works once."""
-    try:
-        payload = consume(TokenPurpose.UNLOCK, token)
-    except InvalidToken:
-        raise AccountError("This unlock link is invalid, used or expired.") from None
-    user = db.session.get(User, int(payload["sub"]))
-    if user is None or user.email != payload.get("email"):
-        db.session.rollback()
-        raise AccountError("This unlock link is invalid, used or expired.")
+    user = _use_link(TokenPurpose.UNLOCK, token, INVALID_UNLOCK)
     lockout.reset(user.id)
     record(EventTag.ACCOUNT_UNLOCK, actor, target=user.email)
     db.session.commit()
