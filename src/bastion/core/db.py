@@ -57,7 +57,9 @@ def engine_options(url: str, connect_timeout: int) -> dict[str, Any]:
         return {"connect_args": {"timeout": 5, "check_same_thread": False}}
     return {
         "connect_args": {"connect_timeout": connect_timeout},
-        "pool_pre_ping": True,
+        # No pre-ping: it costs a round trip on every checkout (three per page). A connection
+        # the server dropped fails once, answered 503, and the pool replaces it.
+        "pool_recycle": 300,
         "pool_size": 10,
         "max_overflow": 5,
         "pool_timeout": connect_timeout,
