@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -17,11 +17,13 @@ from bastion.core.db import db
 from tests.functional.admin.conftest import Console, user_row
 
 
-def add_failure(app: Flask, ago: timedelta, ip: str = "198.51.100.7") -> None:
+def add_failure(
+    app: Flask, ago: timedelta, ip: str = "198.51.100.7", now: datetime | None = None
+) -> None:
     with app.app_context():
         db.session.add(
             AuditEvent(
-                created_at=utcnow() - ago,
+                created_at=(now or utcnow()) - ago,
                 ip=ip,
                 event=EventTag.LOGIN_FAILURE.value,
                 target="someone@example.com",
@@ -39,20 +41,26 @@ def svg_of(html: str) -> str:
 
 
 def test_failures_are_counted_per_hour_for_seven_days(app: Flask) -> None:
-    add_failure(app, timedelta(minutes=1))
-    add_failure(app, timedelta(minutes=2))
-    add_failure(app, timedelta(days=3))
-    add_failure(app, timedelta(days=6, hours=22))
-    add_failure(app, timedelta(days=8))  # outside the window
+    # Half past the hour, so "1 and 2 minutes ago" fall in the current hour whatever the
+    # wall clock says (a run at 10:00:28 once put them in the hour before).
+    now = utcnow().replace(minute=30, second=0, microsecond=0)
+    for ago in (
+        timedelta(minutes=1),
+        timedelta(minutes=2),
+        timedelta(days=3),
+        timedelta(days=6, hours=22),
+        timedelta(days=8),  # outside the window
+    ):
+        add_failure(app, ago, now=now)
 
     with app.app_context():
-        since, hourly = dashboard.failures_by_hour(utcnow())
+        since, hourly = dashboard.failures_by_hour(now)
 
     assert len(hourly) == 7 * 24
     assert hourly[0][0] == since
     assert sum(count for _, count in hourly) == 4
-    assert hourly[-1][1] >= 1  # this hour (minute 1 and 2 may straddle an hour boundary)
-    assert hourly[-1][1] + hourly[-2][1] == 2
+    assert hourly[-1] == (now.replace(minute=0), 2)
+    assert hourly[-2][1] == 0
 
 
 def test_dashboard_shows_chart_ips_actions_disabled_and_chain(
