@@ -87,6 +87,25 @@ def test_a_refused_flood_is_audited_once_per_minute(app: Flask, client: FlaskCli
     assert len(audit_rows(app, "security.rate_limited")) == 1
 
 
+@pytest.mark.settings(ratelimit_default="3 per minute")
+def test_the_per_ip_default_stops_a_scan_of_missing_pages(app: Flask, client: FlaskClient) -> None:
+    statuses = [client.get(f"/wp-admin/{n}.php").status_code for n in range(4)]
+
+    assert statuses == [HTTPStatus.NOT_FOUND] * 3 + [HTTPStatus.TOO_MANY_REQUESTS]
+    assert_limited(client.get("/auth/login"))  # the budget is per address, for every page
+    [event] = audit_rows(app, "security.rate_limited")
+    assert event.target == "ip.default"
+
+
+@pytest.mark.settings(ratelimit_default="3 per minute")
+def test_static_files_and_health_probes_do_not_spend_the_default(client: FlaskClient) -> None:
+    for _ in range(5):
+        with client.get("/static/app.css") as static:
+            assert static.status_code == HTTPStatus.OK
+        assert client.get("/healthz").status_code == HTTPStatus.OK
+    assert client.get("/auth/login").status_code == HTTPStatus.OK  # the budget is untouched
+
+
 @pytest.mark.settings(ratelimit_user_login="3 per hour")
 def test_a_botnet_guessing_one_account_is_stopped_across_addresses(
     app: Flask, client: FlaskClient
@@ -168,9 +187,8 @@ def test_behind_one_trusted_proxy_the_forwarded_address_is_the_key(
 
 
 # --------------------------------------------------------------------- store is down
-@pytest.fixture
-def dead_limit_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The named limits' store is a Redis nobody listens on (the rest keeps working)."""
+def kill_limit_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on the limits' store is a Redis nobody listens on (the rest keeps working)."""
     storage = RedisStorage(
         f"redis://127.0.0.1:{closed_port()}/0",
         wrap_exceptions=True,  # as init_app configures it
@@ -178,21 +196,25 @@ def dead_limit_store(monkeypatch: pytest.MonkeyPatch) -> None:
         socket_timeout=0.5,
     )
     monkeypatch.setattr(rate_limit, "_strategy", lambda: MovingWindowRateLimiter(storage))
-    return
 
 
 def test_limits_fail_closed_when_redis_is_down(
-    app: Flask, client: FlaskClient, auth: AuthActions, dead_limit_store: None
+    app: Flask, client: FlaskClient, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     auth.create_user()
+    token = auth.csrf()  # the form was served while the store was up
+    kill_limit_store(monkeypatch)
     before = passwords.verify_count()
 
-    response = login(client, password=GOOD_PASSWORD)
+    response = client.post(
+        "/auth/login", data={"email": VICTIM, "password": GOOD_PASSWORD, "csrf_token": token}
+    )
 
     assert response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
     assert response.headers["Retry-After"]
     assert passwords.verify_count() == before  # nobody got to guess, right or wrong
-    assert client.get("/").status_code == HTTPStatus.FOUND  # and nobody got in
+    assert client.get("/").status_code == HTTPStatus.SERVICE_UNAVAILABLE  # nobody got in
+    assert client.get("/healthz").status_code == HTTPStatus.OK  # probes are not limited
 
 
 def test_the_whole_app_fails_closed_with_redis_down(make_app: Factory) -> None:

@@ -6,7 +6,6 @@ from http import HTTPStatus
 
 import structlog
 from flask import Flask, g, jsonify, render_template, request
-from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -65,12 +64,6 @@ def handle_http_exception(error: HTTPException) -> Response:
     return response
 
 
-def handle_rate_limited(error: RateLimitExceeded) -> Response:
-    response = error_response(HTTPStatus.TOO_MANY_REQUESTS)
-    response.headers["Retry-After"] = str(error.limit.limit.get_expiry())
-    return response
-
-
 def handle_unavailable(error: Exception) -> Response:
     g.setdefault(DEPENDENCY_DOWN, True)
     _rollback()
@@ -90,7 +83,6 @@ def register_error_handlers(app: Flask, *, uses_redis: bool) -> None:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     for unavailable in (DependencyUnavailable, OperationalError, InterfaceError):
         app.register_error_handler(unavailable, handle_unavailable)
     if uses_redis:

@@ -1,10 +1,14 @@
-"""Rate limits: Flask-Limiter's per-IP default before any session work, plus named limits.
+"""Rate limits: a per-IP default before any session work, plus named limits.
 
-Two layers, one store:
+Two layers, one store (Flask-Limiter's storage and moving-window strategy):
 
-1. The application limit (``BASTION_RATELIMIT_DEFAULT``, generous) runs in Flask-Limiter's
-   ``before_request`` hook, keyed by the client IP ProxyFix trusts, before the session, the
-   user or the database are touched.
+1. The per-IP default ``ip.default`` (``BASTION_RATELIMIT_DEFAULT``, generous) is spent by
+   every request but static files and views marked ``@unlimited`` (health probes), in a
+   ``before_request`` hook keyed by the client IP ProxyFix trusts, before the session, the
+   user or the database are touched. It is one more named limit rather than Flask-Limiter's
+   application limit: Flask-Limiter resolves its limits, exemptions and blueprint scopes
+   anew on every request, which measured ~150 us per request here, more than the rest of
+   the hooks before the view together; the count itself is the same `limits` call.
 2. Named limits, checked by the views with ``check(LimitName.X, *key_parts)`` as soon as the
    key is known (the IP at once, the account once the form names it) and *before* any
    password hashing (warehouse: limiters named per action and dimension):
@@ -34,7 +38,7 @@ Two layers, one store:
 
    Every value is a setting (``BASTION_RATELIMIT_<NAME>``, dots and underscores as ``_``).
    Per-IP limits of a form are declared on the view, ``@ip_limited(LimitName.IP_RESET)``:
-   its unsafe requests spend them in a before_request hook right after Flask-Limiter's,
+   its unsafe requests spend them in the same before_request hook as ``ip.default``,
    still before CSRF, the session or the database. Account limits are spent where the
    address is known: ``check(LimitName.USER_RESET, normalised_email)``. Login spends
    ip.login (hook), then ip_user.login and user.login in accounts/service.py authenticate();
@@ -70,13 +74,13 @@ import hmac
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 import structlog
 from flask import Flask, current_app, g, request
-from flask_limiter import RequestLimit
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from limits.errors import StorageError
 from limits.strategies import RateLimiter
@@ -94,11 +98,13 @@ from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.rate_limit")
 F = TypeVar("F", bound=Callable[..., Any])
+_EXTENSION = "bastion.rate_limits"
 
 
 class LimitName(StrEnum):
     """The named limits: `<dimension>.<action>`; the table in the module docstring says why."""
 
+    IP_DEFAULT = "ip.default"
     IP_LOGIN = "ip.login"
     USER_LOGIN = "user.login"
     IP_USER_LOGIN = "ip_user.login"
@@ -121,6 +127,8 @@ class LimitName(StrEnum):
     @property
     def setting(self) -> str:
         """The Settings field holding this limit, e.g. ``ratelimit_ip_user_login``."""
+        if self is LimitName.IP_DEFAULT:
+            return "ratelimit_default"
         return "ratelimit_" + self.value.replace(".", "_")
 
 
@@ -139,15 +147,31 @@ def _settings() -> Settings:
     return found
 
 
-def limit_for(name: LimitName, settings: Settings | None = None) -> RateLimitItem:
+def build_limit(name: LimitName, settings: Settings) -> RateLimitItem:
     """Return the configured RateLimitItem for `name`, namespaced under the key prefix.
 
     The namespace puts every key under ``LIMITS:<redis_prefix>rl/...`` so one installation's
     (or one test run's) counters can be found and flushed by prefix.
     """
-    settings = settings or _settings()
     parsed = parse(getattr(settings, name.setting))
     return type(parsed)(parsed.amount, parsed.multiples, namespace=settings.redis_prefix + "rl")
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """This app's parsed limits and key secret, built once by `init_app`."""
+
+    items: dict[LimitName, RateLimitItem]
+    key_secret: bytes
+
+
+def _limits() -> _Limits:
+    found: _Limits = current_app.extensions[_EXTENSION]
+    return found
+
+
+def limit_for(name: LimitName) -> RateLimitItem:
+    return _limits().items[name]
 
 
 def _strategy() -> RateLimiter:
@@ -156,9 +180,8 @@ def _strategy() -> RateLimiter:
 
 def key_for(name: LimitName, *key_parts: str) -> str:
     """Return the opaque identifier for these key parts (an HMAC, never the raw value)."""
-    secret = hashlib.sha256(b"bastion.rate-limit-key:" + _settings().secret_key.encode()).digest()
     message = "\x1f".join((name.value, *key_parts)).encode("utf-8", "surrogatepass")
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+    return hmac.new(_limits().key_secret, message, hashlib.sha256).hexdigest()[:32]
 
 
 def check(name: LimitName, *key_parts: str) -> None:
@@ -192,8 +215,8 @@ def clear(name: LimitName, *key_parts: str) -> None:
 def ip_limited(*names: LimitName) -> Callable[[F], F]:
     """Declare per-IP limits a view's unsafe requests (POST, ...) spend before any work.
 
-    They are checked in a before_request hook that runs right after Flask-Limiter's own,
-    before CSRF, the session or the database are touched; GET pages are not counted.
+    They are checked in a before_request hook, right after ``ip.default`` and before CSRF,
+    the session or the database are touched; GET pages are not counted.
     """
 
     def decorate(view: F) -> F:
@@ -203,17 +226,34 @@ def ip_limited(*names: LimitName) -> Callable[[F], F]:
     return decorate
 
 
+def unlimited(view: F) -> F:
+    """Exempt a view from ``ip.default``: health probes that touch no account or data."""
+    setattr(view, UNLIMITED_ATTR, True)
+    return view
+
+
 IP_LIMITS_ATTR = "__bastion_ip_limits__"
+UNLIMITED_ATTR = "__bastion_unlimited__"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def enforce_ip_limits() -> None:
-    """Spend the view's declared IP limits; raise RateLimited when one is exhausted."""
-    if request.method in _SAFE_METHODS or request.endpoint is None:
+    """Spend ``ip.default``, then the view's declared IP limits; raise RateLimited when spent.
+
+    Requests that match no route count too (a scan is a flood of 404s); static files don't.
+    """
+    endpoint = request.endpoint
+    if endpoint == "static":
         return
-    view = current_app.view_functions.get(request.endpoint)
+    view = current_app.view_functions.get(endpoint) if endpoint else None
+    if getattr(view, UNLIMITED_ATTR, False):
+        return
+    ip = client_ip()
+    check(LimitName.IP_DEFAULT, ip)
+    if request.method in _SAFE_METHODS:
+        return
     for name in getattr(view, IP_LIMITS_ATTR, ()):
-        check(name, client_ip())
+        check(name, ip)
 
 
 # ------------------------------------------------------------------------------ refusals
@@ -257,9 +297,24 @@ def _handle_rate_limited(error: RateLimited) -> Response:
     return response
 
 
-def _on_application_breach(breached: RequestLimit) -> None:
-    # Flask-Limiter's own 429 (core/errors.py answers it, with Retry-After): audit it too.
-    _audit_refusal("ip.default", client_ip(), math.ceil(breached.reset_at - time.time()))
+def _init_limiter_without_hooks(app: Flask) -> None:
+    """Let Flask-Limiter build the storage and strategy, then take back its request hooks.
+
+    Every limit here is a named one, spent by `check`; Flask-Limiter's own hooks would only
+    resolve an empty set of limits (~100 us a request) and inject headers we keep off.
+    """
+    hooks: tuple[dict[Any, list[Any]], ...] = (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+    )
+    counts = [len(registry.get(None, [])) for registry in hooks]
+    limiter.init_app(app)
+    for registry, count in zip(hooks, counts, strict=True):
+        added = registry[None][count:]
+        if len(added) != 1:  # a new Flask-Limiter release wires itself differently
+            raise RuntimeError(f"Flask-Limiter registered {len(added)} hooks, expected 1")
+        del registry[None][count:]
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -275,15 +330,17 @@ def init_app(app: Flask, settings: Settings) -> None:
         else {"wrap_exceptions": True},
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_KEY_PREFIX=settings.redis_prefix + "rl",
-        RATELIMIT_APPLICATION=settings.ratelimit_default,
         # Headers on every response cost a storage round trip each; 429s still say Retry-After.
         RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_SWALLOW_ERRORS=False,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=False,
-        RATELIMIT_ON_BREACH_CALLBACK=_on_application_breach,
     )
-    limiter.init_app(app)
-    # Right after Flask-Limiter's hook: the named IP limits, still before the session.
+    _init_limiter_without_hooks(app)
+    secret = hashlib.sha256(b"bastion.rate-limit-key:" + settings.secret_key.encode()).digest()
+    app.extensions[_EXTENSION] = _Limits(
+        items={name: build_limit(name, settings) for name in LimitName}, key_secret=secret
+    )
+    # The per-IP limits, before the session: ip.default, then the view's own.
     app.before_request(enforce_ip_limits)
     app.register_error_handler(RateLimited, _handle_rate_limited)
     # Fail closed: a dead store is a 503 for every limited request, never a pass.
@@ -305,4 +362,5 @@ __all__ = [
     "key_for",
     "limit_for",
     "peek",
+    "unlimited",
 ]
