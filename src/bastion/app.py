@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from flask import Flask, g
+from sqlalchemy import Engine, bindparam, create_engine, select
+from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bastion.core import request_log
@@ -20,6 +23,7 @@ from bastion.security.policy import assert_every_endpoint_declared, enforce_poli
 from bastion.settings import Environment, Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+M = TypeVar("M")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -38,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
 
     # 3. Hooks that run before any session or database work, in this order:
-    #    request id, body-size limit, then per-IP rate limits (Flask-Limiter's hook).
+    #    request id, body-size limit, then the per-IP rate limits.
     request_log.init_app(app)
     app.before_request(enforce_body_limit)
     rate_limit.init_app(app, settings)
@@ -48,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     with app.app_context():
         install_sqlite_pragmas(db.engine)
     sessions.init_app(app, settings)
-    _init_login(app)
+    _init_login(app, settings)
 
     # 5. Request checks that need the session: CSRF, then the route's access policy.
     csrf.init_app(app)
@@ -114,21 +118,72 @@ def _configure(app: Flask, settings: Settings) -> None:
     )
 
 
-def _init_login(app: Flask) -> None:
+LOOKUP_ENGINE = "bastion.lookup_engine"
+
+
+def _lookup_engine(settings: Settings) -> Engine | None:
+    """PostgreSQL only: a small pool of AUTOCOMMIT connections for the per-request user row.
+
+    Through the request's ORM session a page that only reads pays BEGIN, SELECT and, at
+    teardown, ROLLBACK: three round trips. On connections opened in autocommit the same
+    row is one. Switching a pooled connection to autocommit and back per request cost
+    more app CPU than it saved (tried and reverted), hence a pool of its own. SQLite
+    needs none: its session store reads the user row with the session.
+    """
+    if settings.is_sqlite:
+        return None
+    options = engine_options(settings.sqlalchemy_url, settings.db_connect_timeout_seconds)
+    options.update(pool_size=4, max_overflow=4)
+    return create_engine(settings.sqlalchemy_url, isolation_level="AUTOCOMMIT", **options)
+
+
+def _init_login(app: Flask, settings: Settings) -> None:
     from bastion.accounts.models import User
 
     login_manager.init_app(app)
     # Flask-Login 0.6.3 builds its session identifier from the raw X-Forwarded-For header;
     # the server-side session is the binding, so its protection mode is off.
     login_manager.session_protection = None
+    # Built once: `Session.get` builds and cache-keys a new statement on every call, which
+    # costs more than the query itself.
+    row_by_id = select(User.__table__).where(User.__table__.c.id == bindparam("user_id"))
+    lookups = app.extensions[LOOKUP_ENGINE] = _lookup_engine(settings)
+
+    def user_row(user_id: int) -> dict[str, Any] | None:
+        params = {"user_id": user_id}
+        if lookups is None:
+            row = db.session.execute(row_by_id, params).mappings().first()
+        else:
+            with lookups.connect() as conn:
+                row = conn.execute(row_by_id, params).mappings().first()
+        return None if row is None else dict(row)
 
     @login_manager.user_loader  # type: ignore[untyped-decorator]
     def load_user(user_id: str) -> User | None:
         if g.get(DEPENDENCY_DOWN):
             return None  # answering an outage: the error page renders for nobody
-        user = db.session.get(User, int(user_id))
+        # The SQL session store read the owner's row with the session; else one query.
+        row = sessions.owner_row(int(user_id)) or user_row(int(user_id))
+        user = None if row is None else _attached(User, row)
         # A disabled or unconfirmed account is anonymous from its next request on.
         return user if user is not None and user.is_active else None
+
+
+def _attached(model: type[M], row: dict[str, Any]) -> M:
+    """The ORM object for a row read by another query, in the request's session, no query.
+
+    SQLAlchemy's recipe for objects from elsewhere (its dogpile caching example): build it,
+    mark it as loaded (`make_transient_to_detached`), add it; changes to it then flush as
+    an UPDATE like those of any loaded object.
+    """
+    key = db.session.identity_key(model, row["id"])
+    found = db.session.identity_map.get(key)
+    if found is not None:
+        return cast(M, found)
+    instance = model(**row)
+    make_transient_to_detached(instance)
+    db.session.add(instance)
+    return instance
 
 
 def enable_migrations(app: Flask) -> None:
@@ -149,6 +204,9 @@ def close_app(app: Flask) -> None:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+    lookups = app.extensions.get(LOOKUP_ENGINE)
+    if lookups is not None:
+        lookups.dispose()
     store = app.extensions["bastion.sessions"].store
     client = getattr(store, "client", None)
     if client is not None:

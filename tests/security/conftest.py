@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from bastion import create_app
-from bastion.core.db import db
+from bastion.app import close_app
 from tests.conftest import Backend, HttpsClient
 
 
@@ -29,6 +29,4 @@ def make_app(app: Flask, backend: Backend) -> Iterator[Callable[..., Flask]]:
 
     yield factory
     for other in built:
-        with other.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        close_app(other)

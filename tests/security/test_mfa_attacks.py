@@ -16,6 +16,7 @@ from sqlalchemy import select
 from bastion import create_app
 from bastion.accounts import mfa
 from bastion.accounts.models import RecoveryCode, TotpCredential, User
+from bastion.app import close_app
 from bastion.audit import Actor
 from bastion.core.db import db
 from bastion.security import crypto
@@ -321,9 +322,7 @@ def test_data_key_rotation_keeps_old_seeds_working_and_moves_them(
             with pytest.raises(crypto.DecryptionFailed):
                 crypto.decrypt(stored.secret, context=f"totp:{alice.id + 1}")
     finally:
-        with rotated.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        close_app(rotated)
 
 
 def test_reencrypt_all_moves_every_seed_to_the_newest_key(
@@ -338,6 +337,4 @@ def test_reencrypt_all_moves_every_seed_to_the_newest_key(
             stored = db.session.scalars(select(TotpCredential)).one()
             Fernet(new_key.encode()).decrypt(stored.secret.encode())
     finally:
-        with rotated.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        close_app(rotated)

@@ -40,7 +40,7 @@ class RedisSessionStore:
             return None
         return SessionRecord.from_json(raw)
 
-    def save(self, record: SessionRecord, idle_seconds: int) -> None:
+    def save(self, record: SessionRecord, idle_seconds: int, *, new: bool = False) -> None:
         try:
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self._key(record.key), record.to_json(), ex=self._ttl(record, idle_seconds))

@@ -17,7 +17,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import ForeignKey, RowMapping, String, Table, Text, delete, func, select, update
+from sqlalchemy import (
+    ForeignKey,
+    RowMapping,
+    Select,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -46,9 +57,13 @@ class SessionRecord:
     ip: str | None = None
     user_agent: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The owner's `users` row, when the store read it in the same query (SQL store); the
+    # user loader then needs no query of its own. Never stored.
+    owner: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
         doc = asdict(self)
+        del doc["owner"]
         for name in ("created_at", "last_seen_at", "expires_at", "auth_at"):
             value = doc[name]
             doc[name] = value.isoformat() if value is not None else None
@@ -65,7 +80,9 @@ class SessionRecord:
 
 class SessionStore(Protocol):
     def get(self, key: str) -> SessionRecord | None: ...
-    def save(self, record: SessionRecord, idle_seconds: int) -> None: ...
+    def save(self, record: SessionRecord, idle_seconds: int, *, new: bool = False) -> None:
+        """Store `record`; `new` promises its key was never stored (a fresh random id)."""
+
     def touch(self, record: SessionRecord, idle_seconds: int) -> None: ...
     def delete(self, key: str) -> None: ...
     def delete_for_user(self, user_id: int, *, keep: str | None = None) -> int: ...
@@ -148,31 +165,59 @@ class SqlSessionStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.table: Table = StoredSession.__table__  # type: ignore[assignment]
+        # The statements every request runs, built once: building and cache-keying a
+        # statement costs more than running it on SQLite.
+        by_key = self.table.c.key == bindparam("match_key")
+        self._by_key = by_key
+        self._select: Select[Any] | None = None  # built on first use: see _session_and_owner
+        self._owner_columns: dict[str, str] = {}
+        self._insert = self.table.insert()
+        self._update = self.table.update().where(by_key)
+        self._touch = self.table.update().where(by_key).values(last_seen_at=bindparam("seen"))
+
+    def _session_and_owner(self) -> Select[Any]:
+        """The session and its owner's row in one query, built once.
+
+        A signed-in page then makes one database round trip instead of two (app.py's user
+        loader takes the row). Built on first use, when the accounts models are mapped; a
+        tool that never maps them reads the session alone.
+        """
+        if self._select is None:
+            users = self.table.metadata.tables.get("users")
+            if users is None:
+                return select(self.table).where(self._by_key)
+            self._owner_columns = {f"owner_{c.name}": c.name for c in users.c}
+            self._select = (
+                select(self.table, *(c.label(f"owner_{c.name}") for c in users.c))
+                .select_from(self.table.outerjoin(users, users.c.id == self.table.c.user_id))
+                .where(self._by_key)
+            )
+        return self._select
 
     @_db_unavailable
     def get(self, key: str) -> SessionRecord | None:
+        statement = self._session_and_owner()
         with self.engine.connect() as conn:
-            row = conn.execute(select(self.table).where(self.table.c.key == key)).mappings().first()
-        return None if row is None else _record_from_row(row)
+            row = conn.execute(statement, {"match_key": key}).mappings().first()
+        if row is None:
+            return None
+        record = _record_from_row(row)
+        if row.get("owner_id") is not None:
+            record.owner = {name: row[label] for label, name in self._owner_columns.items()}
+        return record
 
     @_db_unavailable
-    def save(self, record: SessionRecord, idle_seconds: int) -> None:
+    def save(self, record: SessionRecord, idle_seconds: int, *, new: bool = False) -> None:
         values = _row_values(record)
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                update(StoredSession).where(StoredSession.key == record.key).values(**values)
-            )
-            if updated.rowcount == 0:
-                conn.execute(self.table.insert().values(**values))
+            if not new and conn.execute(self._update, {"match_key": record.key, **values}).rowcount:
+                return
+            conn.execute(self._insert, values)
 
     @_db_unavailable
     def touch(self, record: SessionRecord, idle_seconds: int) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(StoredSession)
-                .where(StoredSession.key == record.key)
-                .values(last_seen_at=record.last_seen_at)
-            )
+            conn.execute(self._touch, {"match_key": record.key, "seen": record.last_seen_at})
 
     @_db_unavailable
     def delete(self, key: str) -> None:

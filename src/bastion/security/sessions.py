@@ -144,14 +144,21 @@ class SessionManager(SessionInterface):
         self.store = store
         self.policy = policy
         self.static_prefix = static_prefix
+        self._signer_cache: tuple[tuple[Any, ...], tuple[Signer, Signer]] | None = None
 
     # -------------------------------------------------------------------- signing
-    @staticmethod
-    def _signers(app: Flask) -> tuple[Signer, Signer]:
-        keys = [*app.config.get("SECRET_KEY_FALLBACKS", []), app.secret_key]
-        current = Signer(app.secret_key, salt="bastion.session")  # type: ignore[arg-type]
-        any_key = Signer(keys, salt="bastion.session")
-        return current, any_key
+    def _signers(self, app: Flask) -> tuple[Signer, Signer]:
+        """The signer with the current key, and one that accepts any configured key.
+
+        Built once per key set (not per request); a change of keys builds new ones.
+        """
+        keys = (*app.config.get("SECRET_KEY_FALLBACKS", ()), app.secret_key)
+        cached = self._signer_cache
+        if cached is None or cached[0] != keys:
+            current = Signer(app.secret_key, salt="bastion.session")  # type: ignore[arg-type]
+            cached = (keys, (current, Signer(list(keys), salt="bastion.session")))
+            self._signer_cache = cached
+        return cached[1]
 
     def _unsign(self, app: Flask, value: str) -> tuple[str | None, bool]:
         current, any_key = self._signers(app)
@@ -312,7 +319,7 @@ class SessionManager(SessionInterface):
         idle_seconds = int(self.policy.idle.total_seconds())
         if session.modified or session.new_id:
             record.last_seen_at = now
-            self.store.save(record, idle_seconds)
+            self.store.save(record, idle_seconds, new=session.new_id)
         elif now - record.last_seen_at >= TOUCH_INTERVAL:
             record.last_seen_at = now
             self.store.touch(record, idle_seconds)
@@ -480,6 +487,14 @@ def list_user_sessions(user_id: int) -> list[SessionRecord]:
     now = utcnow()
     alive = [r for r in manager().store.list_for_user(user_id) if manager()._alive(r, now)]
     return sorted(alive, key=lambda r: r.last_seen_at, reverse=True)
+
+
+def owner_row(user_id: int) -> dict[str, Any] | None:
+    """The `users` row of `user_id` if the store read it with this request's session."""
+    record = _current().record  # the owner was joined on record.user_id
+    if record is None or record.user_id != user_id:
+        return None
+    return record.owner
 
 
 def current_session_key() -> str | None:
