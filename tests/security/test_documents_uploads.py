@@ -142,6 +142,34 @@ def test_uploads_need_a_csrf_token(vault: Vault, alice: Person) -> None:
     vault.assert_empty()
 
 
+def test_extra_file_parts_leave_nothing_in_the_staging_area(vault: Vault, alice: Person) -> None:
+    """Every file part of the upload route is written into staging while it is parsed
+    (documents/upload_stream.py): parts the form does not use are removed with the request.
+    """
+    response = alice.client.post(
+        "/documents/upload",
+        data={
+            "csrf_token": alice.csrf(),
+            "file": (io.BytesIO(b"kept"), "notes.txt"),
+            "extra": (io.BytesIO(b"smuggled"), "other.txt"),
+            "file2": (io.BytesIO(b"more"), "more.txt"),
+        },
+    )
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert vault.rows()["documents"] == 1
+    staged = [p for p in vault.files() if p.relative_to(vault.upload_dir).parts[0] == "tmp"]
+    assert staged == []
+
+
+def test_a_refused_request_leaves_no_staged_file(vault: Vault, alice: Person) -> None:
+    response = alice.client.post(
+        "/documents/upload",
+        data={"csrf_token": "forged", "file": (io.BytesIO(b"x" * 1000), "notes.txt")},
+    )
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    vault.assert_empty()
+
+
 @pytest.mark.settings(ratelimit_user_upload="2 per hour")
 def test_uploads_are_rate_limited_per_user(vault: Vault, alice: Person) -> None:
     alice.upload_ok("one.txt", b"1")

@@ -23,7 +23,7 @@ storage = click.Group("storage", help="Document storage maintenance.")
 def gc(grace_minutes: int) -> None:
     """Remove stale upload temp files, purge deleted documents, drop unreferenced objects."""
     from bastion.documents import service
-    from bastion.documents.views import VAULT_KEY
+    from bastion.documents.upload_stream import VAULT_KEY
 
     vault: service.Vault = current_app.extensions[VAULT_KEY]
     report = service.gc(vault, grace=timedelta(minutes=grace_minutes))

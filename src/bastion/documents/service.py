@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -35,6 +37,7 @@ from bastion.documents.names import (
 )
 from bastion.documents.search import MAX_INDEXED_CHARS, PER_PAGE, Viewer, index_text
 from bastion.documents.storage import Staging, Storage, new_key
+from bastion.documents.upload_stream import StagedUpload
 
 log = structlog.get_logger("bastion.documents")
 
@@ -167,20 +170,43 @@ def usage_bytes(user_id: int) -> int:
 
 
 # ------------------------------------------------------------------------- upload
+def _refuse_if_too_large(size: int, limit: int) -> None:
+    if size > limit:
+        raise UploadRefused(
+            f"The file is larger than the {limit // MiB} MB limit.",
+            "too_large",
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
+
+
 def _copy(source: BinaryIO, target: BinaryIO, limit: int) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     while chunk := source.read(COPY_CHUNK):
         size += len(chunk)
-        if size > limit:
-            raise UploadRefused(
-                f"The file is larger than the {limit // MiB} MB limit.",
-                "too_large",
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            )
+        _refuse_if_too_large(size, limit)
         digest.update(chunk)
         target.write(chunk)
     return size, digest.hexdigest()
+
+
+@contextmanager
+def _staged(source: BinaryIO, staging: Staging, limit: int) -> Iterator[tuple[Path, int, str]]:
+    """The upload as a complete staging file: (path, size, SHA-256); removed afterwards.
+
+    A `StagedUpload` (the upload route's own request class) is the staging file already,
+    hashed while it was parsed; any other stream is copied into a new one.
+    """
+    if isinstance(source, StagedUpload):
+        with source:
+            source.finish()
+            _refuse_if_too_large(source.size, limit)
+            yield source.path, source.size, source.sha256
+        return
+    with staging.file() as (path, stream):
+        size, sha256 = _copy(source, stream, limit)
+        stream.close()
+        yield path, size, sha256
 
 
 def _text_for_search(path: Path, kind: sniffing.Kind, policy: UploadPolicy) -> str:
@@ -198,6 +224,22 @@ def _text_for_search(path: Path, kind: sniffing.Kind, policy: UploadPolicy) -> s
             )
         )
     return ""
+
+
+# Uploads of one user are stored one at a time (the quota check and the commit under the
+# same lock), or two concurrent uploads could each pass the check and together exceed the
+# quota. Striped locks serialise one process; the owner's row lock (FOR UPDATE, PostgreSQL)
+# serialises processes and nodes. SQLite runs one process (settings.py refuses more).
+_QUOTA_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
+def _lock_quota(user_id: int) -> threading.Lock:
+    return _QUOTA_LOCKS[user_id % len(_QUOTA_LOCKS)]
+
+
+def _lock_owner_row(user_id: int) -> None:
+    users = db.metadata.tables["users"]  # the table, not the model: accounts is a sibling
+    db.session.execute(select(users.c.id).where(users.c.id == user_id).with_for_update())
 
 
 def _check_quota(user_id: int, size: int, quota: int) -> None:
@@ -255,13 +297,10 @@ def _upload(
         kind = sniffing.kind_for_extension(extension_of(name))
     except sniffing.ContentRefused as exc:
         raise UploadRefused(str(exc), "extension") from exc
-    with vault.staging.file() as (staged, stream):
-        size, sha256 = _copy(source, stream, policy.max_bytes)
-        stream.flush()
-        stream.close()
+    with _staged(source, vault.staging, policy.max_bytes) as (staged, size, sha256):
         if size == 0:
             raise UploadRefused("The file is empty.", "empty")
-        _check_quota(viewer.user_id, size, policy.quota_bytes)
+        _check_quota(viewer.user_id, size, policy.quota_bytes)  # early: before the costly checks
         try:
             sniffing.inspect(staged, kind)
         except sniffing.ContentRefused as exc:
@@ -282,7 +321,14 @@ def _upload(
             storage_key=new_key(),
             created_at=utcnow(),
         )
-        _store(document, staged, body, vault.storage, actor)
+        with _lock_quota(viewer.user_id):
+            try:
+                _lock_owner_row(viewer.user_id)
+                _check_quota(viewer.user_id, size, policy.quota_bytes)  # now authoritative
+            except UploadRefused:
+                db.session.rollback()  # release the row lock before the refusal is audited
+                raise
+            _store(document, staged, body, vault.storage, actor)
     log.info("document uploaded", document_id=document.id, kind=kind.name, size=size)
     return document
 

@@ -24,8 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy.engine import Connection, Engine
 
 from bastion.core.db import db
 from bastion.documents.models import DocumentBlob
@@ -152,14 +152,19 @@ class Staging:
     def __init__(self, root: Path) -> None:
         self.root = root / "tmp"
 
+    def create(self) -> tuple[Path, BinaryIO]:
+        """A fresh temp file (mode 0600, opened read-write); the caller removes it."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.root / f"{secrets.token_hex(16)}.part"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        return path, os.fdopen(descriptor, "w+b")
+
     @contextmanager
     def file(self) -> Iterator[tuple[Path, BinaryIO]]:
         """Yield a fresh temp file (path, open stream); it is removed afterwards if left."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.root / f"{secrets.token_hex(16)}.part"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        path, stream = self.create()
         try:
-            with os.fdopen(descriptor, "wb") as stream:
+            with stream:
                 yield path, stream
         finally:
             path.unlink(missing_ok=True)
@@ -184,11 +189,33 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
+_CHUNK = select(DocumentBlob.data).where(
+    DocumentBlob.key == bindparam("key"), DocumentBlob.seq == bindparam("seq")
+)
+
+
 def _chunk(engine: Engine, key: str, seq: int) -> bytes | None:
-    statement = select(DocumentBlob.data).where(DocumentBlob.key == key, DocumentBlob.seq == seq)
     with engine.connect() as connection:
-        data = connection.scalar(statement)
+        if connection.dialect.name == "postgresql":
+            data = _chunk_in_binary(connection, key, seq)
+        else:
+            data = connection.scalar(_CHUNK, {"key": key, "seq": seq})
     return None if data is None else bytes(data)
+
+
+def _chunk_in_binary(connection: Connection, key: str, seq: int) -> bytes | None:
+    """The chunk through a binary-format psycopg cursor: no hex text to encode and parse.
+
+    SQLAlchemy asks psycopg for text results, in which PostgreSQL spells a bytea out as hex
+    (2 MiB for a 1 MiB chunk, decoded in the app): downloads ran at ~65 MB/s. The SQL is
+    the statement above compiled by SQLAlchemy for this dialect, parameters still bound.
+    """
+    sql = str(_CHUNK.compile(dialect=connection.dialect))
+    driver = connection.connection.driver_connection
+    with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+        cursor.execute(sql, {"key": key, "seq": seq})
+        row = cursor.fetchone()
+    return None if row is None else bytes(row[0])
 
 
 def _rest(engine: Engine, key: str, first: bytes) -> Iterator[bytes]:

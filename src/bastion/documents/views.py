@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from flask import (
     Blueprint,
+    Flask,
     abort,
     current_app,
     flash,
@@ -30,6 +31,7 @@ from bastion.documents.names import content_disposition
 from bastion.documents.search import Viewer
 from bastion.documents.sniffing import ALLOWED_TEXT, BY_NAME
 from bastion.documents.storage import Staging, build_storage, upload_root
+from bastion.documents.upload_stream import VAULT_KEY, UploadRequest
 from bastion.security.body_limit import max_body
 from bastion.security.identity import current_actor
 from bastion.security.permissions import Permission
@@ -39,7 +41,6 @@ from bastion.settings import Settings, SettingsError
 
 bp = Blueprint("documents", __name__, template_folder="templates", url_prefix="/documents")
 
-VAULT_KEY = "bastion.documents.vault"
 MULTIPART_ALLOWANCE = 64 * 1024  # boundaries, part headers, the title and the CSRF token
 MAX_PAGE = 10_000
 # Whatever a stored file is, a browser that opens it gets no script, no plugins, no
@@ -58,6 +59,8 @@ def _install(state: BlueprintSetupState) -> None:
     if settings.max_upload_mb < 1 or settings.upload_quota_mb < 0:
         raise SettingsError("BASTION_MAX_UPLOAD_MB must be >= 1 and the quota >= 0")
     state.app.extensions[VAULT_KEY] = service.Vault(storage, Staging(root))
+    # File parts of the upload route are written straight into the staging area.
+    cast(Flask, state.app).request_class = UploadRequest
     state.app.jinja_env.filters["filesize"] = service.human_size
     state.app.jinja_env.filters["highlight"] = search_service.highlight
 

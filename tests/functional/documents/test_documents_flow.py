@@ -6,12 +6,19 @@ test (BASTION_TEST_PROFILE).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import threading
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
+from flask.testing import FlaskClient
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from bastion.audit import EventTag
 from bastion.cli import main as cli_main
@@ -281,3 +288,57 @@ def test_gc_removes_objects_no_document_refers_to(vault: Vault, alice: Person) -
     assert rows["documents"] == 1
     assert "keep.txt" in alice.client.get("/documents/").get_data(as_text=True)
     assert rows["document_blobs"] + len(vault.files()) == 1  # only the kept document's
+
+
+@pytest.mark.settings(upload_quota_mb=1)
+def test_concurrent_uploads_cannot_exceed_the_quota_together(
+    vault: Vault, alice: Person, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two uploads that each fit but together don't: at most one is stored.
+
+    Each upload, once it has passed the quota check, waits (up to 2 s) for the other to
+    reach the same point: without serialisation both pass, store and commit.
+    """
+    from bastion.documents import service
+
+    arrived = threading.Barrier(2)
+    original = service._store
+
+    def store_when_both_arrived(*args: Any, **kwargs: Any) -> None:
+        # Broken after 2 s when the other upload is held back: serialised, as it should be.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            arrived.wait(timeout=2)
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(service, "_store", store_when_both_arrived)
+    second = vault.app.test_client()
+    second.set_cookie(
+        "__Host-session",
+        alice.client.get_cookie("__Host-session").value,  # type: ignore[union-attr]
+        domain="localhost",
+        secure=True,
+    )
+    tokens = [alice.csrf(), alice.csrf()]
+    answers: list[int] = []
+
+    def upload(client: FlaskClient, token: str, name: str) -> None:
+        form = {"csrf_token": token, "file": FileStorage(io.BytesIO(b"x" * 700_000), name)}
+        boundary, body = encode_multipart(form)  # in memory: see Person.upload
+        answer = client.post(
+            "/documents/upload",
+            data=body,
+            content_type=f"multipart/form-data; boundary={boundary}",
+        )
+        answers.append(answer.status_code)
+
+    threads = [
+        threading.Thread(target=upload, args=(alice.client, tokens[0], "one.txt")),
+        threading.Thread(target=upload, args=(second, tokens[1], "two.txt")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(answers) == [HTTPStatus.SEE_OTHER, HTTPStatus.REQUEST_ENTITY_TOO_LARGE]
+    assert vault.rows()["documents"] == 1

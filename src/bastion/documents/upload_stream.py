@@ -1,0 +1,103 @@
+"""Uploads written straight into the staging area while they are parsed.
+
+werkzeug spools every file part of a form into a temporary file of its own; the upload
+service then copied that file into its staging area, hashing it on the way: the whole
+upload written twice. For the upload route, `UploadRequest` gives werkzeug's parser a
+`StagedUpload` instead: the staging file itself, hashed and counted as the parser writes.
+The service takes it as it is (documents/service.py `_staged`).
+
+Clean-up is the request's: Flask closes every uploaded file when the request ends, and
+closing a `StagedUpload` removes its file unless storage already moved it away. A crash
+mid-upload leaves a `.part` file that `bastion storage gc` removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from flask import Request, current_app
+
+UPLOAD_ENDPOINT = "documents.upload"
+VAULT_KEY = "bastion.documents.vault"  # the app's service.Vault, in app.extensions
+
+
+class StagedUpload:
+    """A file part written into the staging area, counted and hashed as it arrives."""
+
+    def __init__(self, path: Path, stream: BinaryIO) -> None:
+        self.path = path
+        self._stream = stream
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        self._digest.update(data)
+        return self._stream.write(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._stream.readline(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._stream.closed
+
+    def finish(self) -> None:
+        """Close the stream (everything written); the file stays for the service."""
+        self._stream.close()
+
+    def close(self) -> None:
+        self._stream.close()
+        self.path.unlink(missing_ok=True)  # gone already if storage moved it
+
+    def __enter__(self) -> StagedUpload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class UploadRequest(Request):
+    """The app's request class: file parts of the upload route go to the staging area."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        if self.endpoint != UPLOAD_ENDPOINT:
+            return super()._get_file_stream(
+                total_content_length, content_type, filename, content_length
+            )
+        vault: Any = current_app.extensions[VAULT_KEY]
+        path, stream = vault.staging.create()
+        return StagedUpload(path, stream)  # type: ignore[return-value]
