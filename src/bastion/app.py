@@ -11,7 +11,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bastion.core import request_log
-from bastion.core.db import db, engine_options, install_sqlite_pragmas
+from bastion.core.db import db, defer_sqlite_checkpoints, engine_options, install_sqlite_pragmas
 from bastion.core.errors import DEPENDENCY_DOWN, register_error_handlers
 from bastion.core.logging import configure_logging
 from bastion.core.mail import build_mailer
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         install_sqlite_pragmas(db.engine)
+        defer_sqlite_checkpoints(app, db.engine)
     sessions.init_app(app, settings)
     _init_login(app, settings)
 

@@ -1,0 +1,73 @@
+"""SQLite's log is checkpointed after the response that found it grown, not in a commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import Engine
+
+from bastion import create_app
+from bastion.app import close_app
+from bastion.core.db import BACKSTOP_CHECKPOINT_PAGES, CHECKPOINT_AFTER_BYTES, db
+from bastion.settings import Settings
+from tests.conftest import HttpsClient
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def sqlite_app(tmp_path: Path) -> Iterator[Flask]:
+    """An app on a SQLite file of its own, so no other test's writes touch its log."""
+    app = create_app(Settings.for_tests(instance_path=tmp_path))
+    app.test_client_class = HttpsClient
+    yield app
+    close_app(app)
+
+
+def _engine(app: Flask) -> Engine:
+    with app.app_context():
+        return db.engine
+
+
+def _write(engine: Engine, size: int) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS scratch (data BLOB)")
+        for _ in range(size // MiB):
+            conn.exec_driver_sql("INSERT INTO scratch VALUES (?)", (b"\x01" * MiB,))
+
+
+def test_commits_leave_the_checkpoint_to_after_the_response(sqlite_app: Flask) -> None:
+    engine = _engine(sqlite_app)
+    database = Path(str(engine.url.database))
+    _write(engine, 8 * MiB)  # over the deferred threshold, far under the backstop
+    size_after_commit = database.stat().st_size
+    assert Path(f"{database}-wal").stat().st_size > CHECKPOINT_AFTER_BYTES
+
+    response = sqlite_app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert database.stat().st_size == size_after_commit  # nothing copied during the request
+
+    response.close()  # what gunicorn does once the response has been sent
+    assert database.stat().st_size >= size_after_commit + 8 * MiB
+
+
+def test_small_logs_are_left_alone(sqlite_app: Flask) -> None:
+    engine = _engine(sqlite_app)
+    database = Path(str(engine.url.database))
+    _write(engine, 1 * MiB)
+    size_after_commit = database.stat().st_size
+
+    sqlite_app.test_client().get("/healthz").close()
+
+    assert database.stat().st_size == size_after_commit
+
+
+def test_sqlite_keeps_its_own_checkpoint_only_as_a_far_backstop(sqlite_app: Flask) -> None:
+    with _engine(sqlite_app).connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        limit = conn.exec_driver_sql("PRAGMA journal_size_limit").scalar()
+    assert pages == BACKSTOP_CHECKPOINT_PAGES
+    assert limit == CHECKPOINT_AFTER_BYTES
