@@ -12,9 +12,12 @@ import re
 from http import HTTPStatus
 
 import pytest
+from flask import Flask
 from markupsafe import Markup
 
+from bastion.core.db import db
 from bastion.documents.search import (
+    HEADLINE_CHARS,
     MAX_QUERY_CHARS,
     PER_PAGE,
     START,
@@ -95,6 +98,24 @@ def test_search_finds_titles_and_text_of_visible_documents(
 def test_snippets_mark_the_match(alice: Person, library: dict[str, str]) -> None:
     page = alice.search("ships").get_data(as_text=True)
     assert "<mark>ships</mark>" in page
+
+
+def test_postgresql_snippets_read_only_the_opening_text(app: Flask, alice: Person) -> None:
+    """ts_headline's cost grows faster than the text it reads (search.HEADLINE_CHARS).
+
+    A match past the cap still finds its document; only the snippet goes unmarked.
+    """
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite's snippet() works from the FTS5 index, not a text scan")
+    filler = b"harbour " * (HEADLINE_CHARS // 8 + 500)
+    near = alice.upload_ok("near.txt", b"quayside " + filler)
+    far = alice.upload_ok("far.txt", filler + b"quayside")
+
+    page = alice.search("quayside").get_data(as_text=True)
+
+    assert sorted(result_ids(page)) == sorted([near, far])
+    assert page.count("<mark>quayside</mark>") == 1
 
 
 def test_injection_payloads_get_normal_answers(
