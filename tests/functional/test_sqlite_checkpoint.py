@@ -71,3 +71,17 @@ def test_sqlite_keeps_its_own_checkpoint_only_as_a_far_backstop(sqlite_app: Flas
         limit = conn.exec_driver_sql("PRAGMA journal_size_limit").scalar()
     assert pages == BACKSTOP_CHECKPOINT_PAGES
     assert limit == CHECKPOINT_AFTER_BYTES
+
+
+def test_writes_that_leave_the_log_the_same_size_are_checkpointed_too(sqlite_app: Flask) -> None:
+    engine = _engine(sqlite_app)
+    database = Path(str(engine.url.database))
+    client = sqlite_app.test_client()
+    for _ in range(4):
+        # The log restarts from its start each time: by the third write its size repeats.
+        _write(engine, 8 * MiB)
+        size_after_commit = database.stat().st_size
+
+        client.get("/healthz").close()
+
+        assert database.stat().st_size >= size_after_commit + 8 * MiB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,32 +107,35 @@ class DeferredCheckpoint:
     checkpoints in a separate thread"); gunicorn closes a response (``call_on_close``)
     after sending it, on the request's own thread, so no thread of our own is needed.
     PASSIVE never waits for readers or blocks writers. A process runs one at a time, and
-    not again while the log has not changed size since the last one.
+    none while the log file is as it was (size and modification time) when the last one
+    copied all of it: a restarted log can come back to the same size.
     """
 
     def __init__(self, engine: Engine, database: str) -> None:
         self.engine = engine
         self.wal = Path(f"{database}-wal")
         self._running = threading.Lock()
-        self._done_at_size = -1
+        self._copied: tuple[int, int] | None = None
 
     def after_request(self, response: Response) -> Response:
         try:
-            size = self.wal.stat().st_size
+            wal = self.wal.stat()
         except OSError:
             return response
-        if size > CHECKPOINT_AFTER_BYTES and size != self._done_at_size:
-            response.call_on_close(self.checkpoint)
+        seen = (wal.st_size, wal.st_mtime_ns)
+        if wal.st_size > CHECKPOINT_AFTER_BYTES and seen != self._copied:
+            response.call_on_close(functools.partial(self.checkpoint, seen))
         return response
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, seen: tuple[int, int]) -> None:
         if not self._running.acquire(blocking=False):
             return
         try:
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            self._done_at_size = self.wal.stat().st_size
-        except (SQLAlchemyError, OSError) as exc:
+                _busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            if frames == copied:
+                self._copied = seen
+        except SQLAlchemyError as exc:
             # The response has gone; the backstop checkpoint still bounds the log.
             log.warning("deferred sqlite checkpoint failed", error=type(exc).__name__)
         finally:
