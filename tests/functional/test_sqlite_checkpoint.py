@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
+from werkzeug.wrappers import Response
 
 from bastion import create_app
 from bastion.app import close_app
-from bastion.core.db import BACKSTOP_CHECKPOINT_PAGES, CHECKPOINT_AFTER_BYTES, db
+from bastion.core.db import (
+    BACKSTOP_CHECKPOINT_PAGES,
+    CHECKPOINT_AFTER_BYTES,
+    DeferredCheckpoint,
+    db,
+)
 from bastion.settings import Settings
 from tests.conftest import HttpsClient
 
@@ -85,3 +91,45 @@ def test_writes_that_leave_the_log_the_same_size_are_checkpointed_too(sqlite_app
         client.get("/healthz").close()
 
         assert database.stat().st_size >= size_after_commit + 8 * MiB
+
+
+class CountedCheckpoint(DeferredCheckpoint):
+    """Counts the checkpoints it would run; each copies the whole log."""
+
+    def __init__(self, database: Path) -> None:
+        super().__init__(create_engine(f"sqlite:///{database}"), str(database))
+        self.runs = 0
+
+    def checkpoint(self, seen: tuple[bytes, int]) -> None:
+        self.runs += 1
+        self._copied = seen
+
+    def after_response(self) -> int:
+        self.after_request(Response("ok")).close()
+        return self.runs
+
+
+def _log(path: Path, generation: bytes, size: int) -> None:
+    """A log file of `size` bytes whose header names `generation` (bytes 12-24)."""
+    header = bytes(12) + generation.ljust(12, b"\0") + bytes(8)
+    path.write_bytes(header + bytes(size - len(header)))
+
+
+def test_checkpoints_keep_sqlites_cadence_of_one_per_4_mib_of_log(tmp_path: Path) -> None:
+    counted = CountedCheckpoint(tmp_path / "bastion.db")
+    wal = tmp_path / "bastion.db-wal"
+    over = CHECKPOINT_AFTER_BYTES + MiB
+
+    _log(wal, b"first", CHECKPOINT_AFTER_BYTES)
+    assert counted.after_response() == 0  # within the limit
+    _log(wal, b"first", over)
+    assert counted.after_response() == 1
+    # Small writes appended to a log that could not restart (readers in it): no checkpoint
+    # for each of them, only once 4 MiB more have been written.
+    _log(wal, b"first", over + 100_000)
+    assert counted.after_response() == 1
+    _log(wal, b"first", over + CHECKPOINT_AFTER_BYTES)
+    assert counted.after_response() == 2
+    # The log restarted (a new generation) and grew back to the very same size.
+    _log(wal, b"second", over + CHECKPOINT_AFTER_BYTES)
+    assert counted.after_response() == 3

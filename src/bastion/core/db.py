@@ -100,34 +100,50 @@ def install_sqlite_pragmas(engine: Engine) -> None:
         event.listen(engine, "connect", _sqlite_pragmas)
 
 
+# In the log file's header (SQLite file format, "WAL File Format"): the checkpoint
+# sequence number and salts at bytes 12-24 change each time the log restarts from its
+# start, so together they name the log's current generation.
+_WAL_GENERATION = slice(12, 24)
+
+
 class DeferredCheckpoint:
     """Checkpoint the SQLite log after a response has gone, once it has grown.
 
     SQLite's documentation suggests moving checkpoints off the writers' path ("run
     checkpoints in a separate thread"); gunicorn closes a response (``call_on_close``)
     after sending it, on the request's own thread, so no thread of our own is needed.
-    PASSIVE never waits for readers or blocks writers. A process runs one at a time, and
-    none while the log file is as it was (size and modification time) when the last one
-    copied all of it: a restarted log can come back to the same size.
+    PASSIVE never waits for readers or blocks writers.
+
+    The cadence is SQLite's own: a checkpoint per ~4 MiB written to the log. A restarted
+    log is truncated to 4 MiB (journal_size_limit), so a file larger than that holds more
+    than 4 MiB of this generation's frames; after a checkpoint has copied all of a
+    generation, the next one waits for 4 MiB more of it or for a new generation. A
+    process runs one at a time.
     """
 
     def __init__(self, engine: Engine, database: str) -> None:
         self.engine = engine
         self.wal = Path(f"{database}-wal")
         self._running = threading.Lock()
-        self._copied: tuple[int, int] | None = None
+        self._copied: tuple[bytes, int] | None = None  # (generation, log size) copied
 
     def after_request(self, response: Response) -> Response:
         try:
-            wal = self.wal.stat()
+            size = self.wal.stat().st_size
+            if size <= CHECKPOINT_AFTER_BYTES:
+                return response
+            with self.wal.open("rb") as wal:
+                generation = wal.read(_WAL_GENERATION.stop)[_WAL_GENERATION]
         except OSError:
             return response
-        seen = (wal.st_size, wal.st_mtime_ns)
-        if wal.st_size > CHECKPOINT_AFTER_BYTES and seen != self._copied:
-            response.call_on_close(functools.partial(self.checkpoint, seen))
+        if self._copied is not None:
+            copied_generation, copied_size = self._copied
+            if generation == copied_generation and size < copied_size + CHECKPOINT_AFTER_BYTES:
+                return response
+        response.call_on_close(functools.partial(self.checkpoint, (generation, size)))
         return response
 
-    def checkpoint(self, seen: tuple[int, int]) -> None:
+    def checkpoint(self, seen: tuple[bytes, int]) -> None:
         if not self._running.acquire(blocking=False):
             return
         try:
