@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from bastion import create_app
 from bastion.app import close_app
+from bastion.core import db as core_db
 from bastion.core.db import (
     BACKSTOP_CHECKPOINT_PAGES,
     CHECKPOINT_AFTER_BYTES,
@@ -22,6 +23,12 @@ from bastion.settings import Settings
 from tests.conftest import HttpsClient
 
 MiB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def look_after_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests follow the log request by request; the last one restores the pace."""
+    monkeypatch.setattr(core_db, "LOOK_EVERY_SECONDS", 0.0)
 
 
 @pytest.fixture
@@ -133,3 +140,21 @@ def test_checkpoints_keep_sqlites_cadence_of_one_per_4_mib_of_log(tmp_path: Path
     # The log restarted (a new generation) and grew back to the very same size.
     _log(wal, b"second", over + CHECKPOINT_AFTER_BYTES)
     assert counted.after_response() == 3
+
+
+def test_a_process_looks_at_the_log_at_most_ten_times_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core_db, "LOOK_EVERY_SECONDS", 0.1)
+    clock = [1000.0]
+    monkeypatch.setattr(core_db.time, "monotonic", lambda: clock[0])
+    counted = CountedCheckpoint(tmp_path / "bastion.db")
+    wal = tmp_path / "bastion.db-wal"
+
+    _log(wal, b"first", CHECKPOINT_AFTER_BYTES + MiB)
+    assert counted.after_response() == 1
+    _log(wal, b"second", CHECKPOINT_AFTER_BYTES + MiB)  # due, but looked 60 ms ago
+    clock[0] += 0.06
+    assert counted.after_response() == 1
+    clock[0] += 0.06
+    assert counted.after_response() == 2
