@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -103,6 +104,28 @@ def test_the_nonce_differs_on_every_response(client: FlaskClient) -> None:
     nonces = [nonce_of(response) for response in responses]
 
     assert len(set(nonces)) == len(nonces)
+
+
+def test_the_request_id_and_nonce_come_from_one_os_draw(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each os.urandom call hands the GIL to another request thread: one per request."""
+    draws: list[int | None] = []
+    real = secrets.token_bytes
+
+    def counted(size: int | None = None) -> bytes:
+        draws.append(size)
+        return real(size)
+
+    monkeypatch.setattr(secrets, "token_bytes", counted)
+
+    response = client.get("/healthz")
+
+    assert len(draws) == 1
+    nonce = base64.urlsafe_b64decode(nonce_of(response))
+    request_id = bytes.fromhex(response.headers["X-Request-ID"])
+    assert len(nonce) * 8 >= 128
+    assert request_id not in nonce  # the nonce is the draw's other part
 
 
 def test_signed_in_pages_are_never_cached(client: FlaskClient, auth: AuthActions) -> None:

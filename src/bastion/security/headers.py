@@ -8,11 +8,15 @@ rewriting HTML, so an injected script cannot pick it up.
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 from flask import Flask, g, request
 from werkzeug.wrappers import Response
 
+from bastion.core.request_log import SPARE_BYTES, spare_random_bytes
+
+NONCE_BYTES = SPARE_BYTES  # 144 bits
 PERMISSIONS_POLICY = ", ".join(
     f"{feature}=()"
     for feature in (
@@ -37,7 +41,9 @@ def csp_nonce() -> str:
     """Return this response's CSP nonce (128+ bits from `secrets`, ASVS 11.5.1)."""
     nonce: str | None = g.get("csp_nonce")
     if nonce is None:
-        nonce = secrets.token_urlsafe(18)
+        # The request's spare bytes from its one draw (core/request_log.py), else a draw.
+        random = spare_random_bytes() or secrets.token_bytes(NONCE_BYTES)
+        nonce = base64.urlsafe_b64encode(random).decode("ascii")
         g.csp_nonce = nonce
     return nonce
 
