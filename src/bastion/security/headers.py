@@ -42,8 +42,8 @@ def csp_nonce() -> str:
     nonce: str | None = g.get("csp_nonce")
     if nonce is None:
         # The request's spare bytes from its one draw (core/request_log.py), else a draw.
-        random = spare_random_bytes() or secrets.token_bytes(NONCE_BYTES)
-        nonce = base64.urlsafe_b64encode(random).decode("ascii")
+        drawn = spare_random_bytes() or secrets.token_bytes(NONCE_BYTES)
+        nonce = base64.urlsafe_b64encode(drawn).decode("ascii")
         g.csp_nonce = nonce
     return nonce
 
