@@ -14,6 +14,7 @@ such a file, which ``bastion storage gc`` removes.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from sqlalchemy import bindparam, delete, insert, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from bastion.core.db import db
 from bastion.documents.models import DocumentBlob
@@ -203,6 +204,12 @@ def _chunk(engine: Engine, key: str, seq: int) -> bytes | None:
     return None if data is None else bytes(data)
 
 
+@functools.cache
+def _compiled_chunk_query(dialect: Dialect) -> str:
+    """`_CHUNK` as SQL for `dialect`, compiled once (a download fetches it per chunk)."""
+    return str(_CHUNK.compile(dialect=dialect))
+
+
 def _chunk_in_binary(connection: Connection, key: str, seq: int) -> bytes | None:
     """The chunk through a binary-format psycopg cursor: no hex text to encode and parse.
 
@@ -210,7 +217,7 @@ def _chunk_in_binary(connection: Connection, key: str, seq: int) -> bytes | None
     (2 MiB for a 1 MiB chunk, decoded in the app): downloads ran at ~65 MB/s. The SQL is
     the statement above compiled by SQLAlchemy for this dialect, parameters still bound.
     """
-    sql = str(_CHUNK.compile(dialect=connection.dialect))
+    sql = _compiled_chunk_query(connection.dialect)
     driver = connection.connection.driver_connection
     with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
         cursor.execute(sql, {"key": key, "seq": seq})
