@@ -9,6 +9,8 @@ an email address; a saturated hashing guard refuses at once (503) instead of que
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from http import HTTPStatus
 from typing import Any
@@ -19,6 +21,7 @@ from flask.testing import FlaskClient
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from bastion.core import lanes
 from bastion.extensions import limiter
 from bastion.security import hash_guard, passwords, rate_limit
 from bastion.security.rate_limit import LimitName, RateLimited
@@ -281,3 +284,60 @@ def test_a_saturated_hash_guard_refuses_at_once(
 def test_the_guard_follows_the_settings(app: Flask) -> None:
     guard = hash_guard.current()
     assert (guard.slots, guard.wait_seconds) == (3, 0.05)
+
+
+def test_the_hashing_runs_on_lower_priority_threads(app: Flask) -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    request_thread = niceness()
+    hashing_thread = hash_guard.current().run(niceness)
+    # setpriority sets the niceness, never lowers it: a process already niced past 10 stays.
+    assert hashing_thread >= hash_guard.HASHING_NICENESS
+    assert hashing_thread > request_thread
+
+
+# --------------------------------------------------- lanes (bastion/serving/worker.py)
+def after_request_lane(send: Any) -> bool:
+    """Whether the request `send()` makes sends its connection to the back lane."""
+    lanes.begin()
+    send()
+    return lanes.end()
+
+
+def test_failed_password_attempts_send_the_connection_to_the_back_lane(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.create_user()
+    assert after_request_lane(lambda: client.get("/auth/login")) is False
+    assert after_request_lane(lambda: login(client)) is True  # a wrong password: 401
+    assert after_request_lane(lambda: login(client, "nobody@example.com")) is True
+    # A password that proves right keeps the user's next page in front.
+    assert after_request_lane(lambda: login(client, password=GOOD_PASSWORD)) is False
+
+
+def test_a_rate_limit_refusal_sends_the_connection_to_the_back_lane(
+    app: Flask, client: FlaskClient
+) -> None:
+    for n in range(20):
+        login(client, f"user{n}@example.com")
+    refused: list[Any] = []
+    assert after_request_lane(lambda: refused.append(login(client, "user20@example.com")))
+    assert_limited(refused[0])
+
+
+def test_a_busy_hashing_guard_sends_the_connection_to_the_back_lane(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    auth.create_user()
+    guard = hash_guard.current()
+    held = [guard.slot() for _ in range(guard.slots)]
+    for slot in held:
+        slot.__enter__()
+    try:
+        answers: list[Any] = []
+        assert after_request_lane(lambda: answers.append(login(client, password=GOOD_PASSWORD)))
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    assert answers[0].status_code == HTTPStatus.SERVICE_UNAVAILABLE

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bastion.accounts.models import User
 from bastion.audit import Actor, EventTag, Outcome, record, record_failure
+from bastion.core import lanes
 from bastion.core.clock import utcnow
 from bastion.core.db import db
 from bastion.core.mail import Mailer, MailError, MailMessage
@@ -242,6 +243,7 @@ def authenticate(
             with suppress(HashBusy):
                 user.password_hash = hash_guard.hash_password(password)
         db.session.commit()
+        lanes.keep_in_front()  # the user's next page needn't queue behind a flood
         return user
     if user is not None and heard and not ok:
         lock = lockout.register_failure(user.id, policy, now)

@@ -24,19 +24,24 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from http import HTTPStatus
+from typing import Any, TypeVar
 
 import structlog
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response
 
+from bastion.core import lanes
 from bastion.security import passwords
 
 log = structlog.get_logger("bastion.hash_guard")
 
 RETRY_AFTER_SECONDS = 1
+HASHING_NICENESS = 10  # CFS weight 110 against a request thread's 1024
+T = TypeVar("T")
 
 
 class HashBusy(ServiceUnavailable):
@@ -46,16 +51,29 @@ class HashBusy(ServiceUnavailable):
 
 
 class HashGuard:
-    """A bounded number of concurrent argon2 computations; the excess is refused, not queued."""
+    """A bounded number of concurrent argon2 computations; the excess is refused, not queued.
+
+    The computations run on the guard's own threads (one per slot), each at a lower CPU
+    priority (`HASHING_NICENESS`): during a login flood the hashing takes what the pages
+    leave, instead of half of every core. Idle cores still hash at full speed.
+    """
 
     def __init__(self, slots: int, wait_seconds: float) -> None:
         self.slots = max(1, slots)
         self.wait_seconds = wait_seconds
         self._semaphore = threading.BoundedSemaphore(self.slots)
+        self._threads = ThreadPoolExecutor(
+            max_workers=self.slots, thread_name_prefix="hashing", initializer=_lower_priority
+        )
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one hashing slot for the block; raise HashBusy if none frees up in time."""
+        """Hold one hashing slot for the block; raise HashBusy if none frees up in time.
+
+        Asking is enough to send the connection's next request to the back lane
+        (bastion.core.lanes): a flood's connections then queue behind everyone's pages.
+        """
+        lanes.send_to_back()
         if not self._semaphore.acquire(timeout=self.wait_seconds):
             log.warning("hash slots exhausted", slots=self.slots)
             raise HashBusy
@@ -63,6 +81,17 @@ class HashGuard:
             yield
         finally:
             self._semaphore.release()
+
+    def run(self, compute: Callable[..., T], *args: Any) -> T:
+        """`compute(*args)` on a hashing thread, within a slot (raises HashBusy as `slot`)."""
+        with self.slot():
+            return self._threads.submit(compute, *args).result()
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: nice applies per thread); best effort."""
+    with suppress(AttributeError, OSError):  # not Linux, or not allowed: normal priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
 _guard = HashGuard(os.cpu_count() or 1, 0.1)
@@ -81,14 +110,12 @@ def current() -> HashGuard:
 
 def hash_password(password: str) -> str:
     """Hash `password` within a slot; raise HashBusy when the process is saturated."""
-    with _guard.slot():
-        return passwords.hash_password(password)
+    return _guard.run(passwords.hash_password, password)
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Verify (exactly one argon2 verify) within a slot; raise HashBusy when saturated."""
-    with _guard.slot():
-        return passwords.verify_password(stored_hash, password)
+    return _guard.run(passwords.verify_password, stored_hash, password)
 
 
 def handle_busy(error: HashBusy) -> Response:

@@ -88,6 +88,7 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response
 
 from bastion.audit import Actor, EventTag, Outcome, record_failure
+from bastion.core import lanes
 from bastion.core.errors import error_response, handle_unavailable
 from bastion.core.request_log import loggable_path
 from bastion.extensions import limiter
@@ -287,6 +288,7 @@ def _wait_text(seconds: int) -> str:
 
 
 def _handle_rate_limited(error: RateLimited) -> Response:
+    lanes.send_to_back()  # its next request waits behind everyone else's (core/lanes.py)
     _audit_refusal(error.limit_name, error.key, error.seconds)
     message = (
         "Too many requests. For your protection this action is paused; "

@@ -4,8 +4,10 @@
 (see docs/deploy.md). Everything comes from the ``BASTION_*`` environment through
 `Settings`, so the app and its server can't disagree.
 
-- One worker process with threads by default (``gthread``): in-process rate limits are only
-  correct in one process, so `on_starting` refuses more workers without Redis. It checks
+- One worker process with threads by default (gthread with two queues,
+  `bastion.serving.worker`: a flood's connections wait behind the pages): in-process rate
+  limits are only correct in one process, so `on_starting` refuses more workers without
+  Redis. It checks
   ``server.cfg.workers`` — the number gunicorn will really fork, after command-line flags,
   ``GUNICORN_CMD_ARGS`` and ``WEB_CONCURRENCY`` — not just BASTION_WORKERS.
 - TLS 1.2+ with AEAD ciphers only (`ssl_context`, see `bastion.serving.tls`).
@@ -49,7 +51,7 @@ except BootstrapError as exc:
 # ------------------------------------------------------------------ server settings
 wsgi_app = "bastion.serving.wsgi:app"
 bind = [address(settings.host, settings.port)]
-worker_class = "gthread"
+worker_class = "bastion.serving.worker.LaneThreadWorker"
 workers = settings.workers
 threads = settings.threads
 timeout = 30
