@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bastion.core.logging import BATCH_SECONDS
 from bench import memory, redis_count, servers, spy, wrk
 from bench.client import SESSION_COOKIE, Client, ClientError, sign_in
 from bench.flood import COOKIE_ENV
@@ -143,10 +144,17 @@ class AccessLog:
     path: Path
     offset: int = 0
 
+    @staticmethod
+    def settle() -> None:
+        """Wait until the workers have written the lines they hold (core/logging.py)."""
+        time.sleep(BATCH_SECONDS + 0.2)
+
     def skip(self) -> None:
+        self.settle()
         self.offset = self.path.stat().st_size
 
     def read(self) -> list[dict[str, Any]]:
+        self.settle()
         with self.path.open("rb") as handle:
             handle.seek(self.offset)
             data = handle.read()

@@ -7,10 +7,18 @@ import re
 import secrets
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import LOOPBACK, Serve, client_context, get, log_lines
+from tests.server.conftest import (
+    LOOPBACK,
+    Serve,
+    client_context,
+    get,
+    log_lines,
+    start_serve,
+)
 
 pytestmark = pytest.mark.server
 
@@ -142,3 +150,16 @@ def test_redirector_speaks_no_tls(server: Serve) -> None:
     response = raw_http(server.http_port, b"HEAD /x HTTP/1.0\r\n\r\n")
     assert response.status == 301
     assert response.getheader("Location") == server.public_url + "/x"
+
+
+def test_a_stopping_worker_writes_the_log_lines_it_holds(tmp_path: Path) -> None:
+    """Workers write INFO lines in batches (core/logging.py); stopping loses none of them."""
+    serve = start_serve(tmp_path, "held-lines")
+    probe = f"/held-line-{secrets.token_hex(6)}"
+    try:
+        response, _ = get(serve.port, probe, serve.cafile)
+        assert response.status == 404
+    finally:
+        serve.process.stop()  # at once: well inside the batch's second
+    lines = [line for line in log_lines(serve.process.stderr()) if line.get("path") == probe]
+    assert len(lines) == 1

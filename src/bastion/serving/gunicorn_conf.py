@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from bastion.core import logging as app_logging
 from bastion.serving import tls
 from bastion.serving.bootstrap import BootstrapError, tls_files
 from bastion.serving.net import address
@@ -109,6 +110,11 @@ def post_fork(server: Any, worker: Any) -> None:
     # returned to the OS after every hash instead of staying resident in the heap (see
     # bastion.serving.process.limit_heap_growth).
     limit_heap_growth()
+
+
+def post_worker_init(worker: Any) -> None:
+    # The app is loaded: from now on its log lines go out in batches (core/logging.py).
+    app_logging.start_batching()
 
 
 _contexts = tls.ContextCache()
