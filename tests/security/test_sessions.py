@@ -341,6 +341,35 @@ def test_expired_sessions_are_purged(app: Flask, client: FlaskClient) -> None:
         assert ttl <= 1
 
 
+def test_every_nth_new_session_purges_the_expired_ones(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anonymous sign-in pages can't grow the store without bound, even if nobody runs the
+    purge command: one new session in PURGE_ONE_IN purges (a counter per process)."""
+    if app.extensions["bastion.settings"].redis_url is not None:
+        pytest.skip("Redis expires session keys itself")
+    monkeypatch.setattr(sessions, "PURGE_ONE_IN", 3)
+    stale_browser = app.test_client()
+    stale_browser.get("/auth/login")
+    stale = cookie_value(stale_browser)
+    assert stale is not None
+    with app.app_context():
+        record = store_of(app).get(hash_id(raw_id(stale)))
+        assert record is not None
+        record.expires_at = utcnow() - timedelta(seconds=1)
+        store_of(app).save(record, 1)
+
+    survivors = []
+    for _ in range(3):
+        browser = app.test_client()
+        browser.get("/auth/login")
+        survivors.append(cookie_value(browser))
+        if stored_record(app, stale) is None:
+            break
+    assert stored_record(app, stale) is None
+    assert all(stored_record(app, value) is not None for value in survivors)
+
+
 def test_redis_keys_expire_with_the_idle_timeout(app: Flask, client: FlaskClient) -> None:
     if app.extensions["bastion.settings"].redis_url is None:
         pytest.skip("the embedded profile purges with `bastion sessions purge` instead")
