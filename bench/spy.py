@@ -57,8 +57,8 @@ PAGE_LAYERS: tuple[Layer, ...] = (
 # Where a request thread's wall time goes during the login flood (idle samples included).
 FLOOD_LAYERS: tuple[Layer, ...] = (
     Layer("POST /auth/login (the flood)", (r"login \(bastion/accounts/views\.py",)),
-    Layer("  waiting for a hashing slot (hash guard semaphore)", (r"HashGuard\.slot ",)),
-    Layer("  argon2 verify", (r"\(argon2/",)),
+    Layer("  hashing (slot wait + argon2 on the guard's threads)", (r"HashGuard\.run ",)),
+    Layer("    of which waiting for a slot (hash guard semaphore)", (r"HashGuard\.slot ",)),
     Layer("  rate limits (Flask-Limiter/limits)", (r"\((flask_limiter|limits)/",)),
     Layer(
         "    of which starting limits' expiry Timer thread",
@@ -72,7 +72,7 @@ FLOOD_LAYERS: tuple[Layer, ...] = (
 
 # Wrappers every request passes through: left out of the "hottest functions" list.
 _SKIP_HOT = re.compile(
-    r"\((threading\.py|concurrent/futures/|gunicorn/workers/)"
+    r"\((threading\.py|concurrent/futures/|gunicorn/workers/|bastion/serving/worker\.py)"
     r"|^(Flask\.(__call__|wsgi_app|full_dispatch_request|preprocess_request|finalize_request"
     r"|process_response|dispatch_request)|_ProxyLookup\.__get__|LocalProxy\.__init__) "
 )

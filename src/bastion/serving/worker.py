@@ -59,19 +59,22 @@ class TwoLanePool:
     """The part of `concurrent.futures.ThreadPoolExecutor` gthread uses, with two queues.
 
     `submit(fn, conn)` puts the call in the back lane when ``conn`` carries the back-lane
-    mark; threads start as needed, up to `threads`.
+    mark. All `threads` start at once (gthread runs in the worker, after the fork).
     """
 
     def __init__(self, threads: int, back_limit: int) -> None:
-        self.threads = max(1, threads)
         self.back_limit = max(1, back_limit)
         self._front: deque[_Job] = deque()
         self._back: deque[_Job] = deque()
         self._ready = threading.Condition()
-        self._started: list[threading.Thread] = []
-        self._idle = 0
         self._back_running = 0
         self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"request-{n}", daemon=True)
+            for n in range(max(1, threads))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         back = bool(args) and getattr(args[0], BACK_LANE_ATTRIBUTE, False)
@@ -80,14 +83,7 @@ class TwoLanePool:
             if self._stopping:
                 raise RuntimeError("cannot schedule new work after shutdown")
             (self._back if back else self._front).append(job)
-            if self._idle:
-                self._ready.notify()
-            elif len(self._started) < self.threads:
-                thread = threading.Thread(
-                    target=self._serve, name=f"request-{len(self._started)}", daemon=True
-                )
-                self._started.append(thread)
-                thread.start()
+            self._ready.notify()
         return job.future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -101,7 +97,7 @@ class TwoLanePool:
                 self._back.clear()
             self._ready.notify_all()
         if wait:
-            for thread in self._started:
+            for thread in self._threads:
                 thread.join()
 
     def queued(self) -> tuple[int, int]:
@@ -121,9 +117,7 @@ class TwoLanePool:
                 return self._back.popleft()
             if self._stopping and not self._front:
                 return None
-            self._idle += 1
             self._ready.wait()
-            self._idle -= 1
 
     def _serve(self) -> None:
         while True:
@@ -139,8 +133,8 @@ class TwoLanePool:
             if job.back:
                 with self._ready:
                     self._back_running -= 1
-                    if self._back and self._idle:
-                        self._ready.notify()
+                    if self._back:
+                        self._ready.notify()  # a back-lane job may wait for this slot
 
 
 def back_lane_threads(hash_slots: int) -> int:
