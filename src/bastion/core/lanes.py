@@ -3,9 +3,9 @@
 A login flood from many addresses keeps every request thread busy with password attempts;
 in a first-come queue a signed-in page then waits behind all of them (measured: 9 ms idle,
 815 ms during the flood). Bastion's gunicorn worker (bastion.serving.worker) keeps two
-queues instead, and a connection whose last request asked for a password hash or was
-refused by a rate limit waits in the back one, behind everyone else's, and may only take
-part of the threads. A sign-in that succeeds keeps its connection in front: the user's
+queues instead: a connection whose last request asked for a password hash or was refused
+by a rate limit waits in the back one, behind everyone else's, and may only take part of
+the threads. A sign-in that succeeds keeps its connection in front: the user's
 next page doesn't wait behind the flood.
 
 The app only marks; the worker decides. This module is the link between them: the worker

@@ -11,6 +11,11 @@ verify made on behalf of a request goes through ``hash_password``/``verify_passw
   refused at once with **503 + Retry-After: 1** (``HashBusy``): the server is briefly busy,
   which is not the client's fault, so not 429. Nothing queues without bound, and threads
   serving other pages stay free.
+- the computation itself runs on the guard's own threads, one per slot, at nice 10, so
+  under load the pages' threads get the cores first;
+- asking for a slot marks the request's connection for the back lane of Bastion's gunicorn
+  worker (bastion.core.lanes, bastion.serving.worker): its next request waits behind the
+  pages.
 
 Decision: the guard wraps the *callers*, not bastion.security.passwords, which stays a
 pure library usable from the CLI without an app. Login (accounts/service.py authenticate())

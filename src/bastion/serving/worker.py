@@ -9,9 +9,10 @@ the app's own time for the page ~10 ms in both).
 `LaneThreadWorker` keeps gthread as it is and replaces only its pool, through gthread's
 documented `get_thread_pool` hook, with a `TwoLanePool`:
 
-- a connection whose last request asked for a password hash or was refused by a rate limit
-  (the app marks it, `bastion.core.lanes`) has its next request queued in the back lane;
-  every other request, and a new connection's first one, in the front lane;
+- a connection whose last request asked for a password hash without proving it, or was
+  refused by a rate limit (the app marks it, `bastion.core.lanes`), has its next request
+  queued in the back lane; every other request, a new connection's first one and the next
+  one after a successful sign-in included, in the front lane;
 - a free thread takes the front lane first; the back lane may hold at most
   `back_lane_threads` threads at once: half the hashing slots (BASTION_HASH_CONCURRENCY,
   default the CPU count), at least one. A flood's connections are then served a few
