@@ -4,8 +4,9 @@
 addresses, so every attempt costs the server one argon2 verify against its dummy hash) from
 many client addresses: one thread per source address 127.0.0.2, 127.0.0.3, ... (all of
 127.0.0.0/8 is loopback on Linux), each on its own keep-alive TLS connection, as fast as
-the server answers. It prints a JSON summary: answers by status, 503s split into the
-hashing guard's (``Retry-After: 1``) and others, and connection errors.
+the server answers (``--reconnect``: a new TLS connection for every attempt, the flood
+that Bastion's back lane can't recognise). It prints a JSON summary: answers by status,
+503s split into the hashing guard's (``Retry-After: 1``) and others, and connection errors.
 
 ``python -m bench.flood probe ...`` requests one path with a signed-in cookie (from the
 environment variable BENCH_SESSION_COOKIE) at a fixed pace from a few connections and
@@ -49,6 +50,7 @@ def _flood_worker(
     statuses: Counter[str],
     latencies: list[float],
     lock: threading.Lock,
+    reconnect: bool = False,
 ) -> None:
     client = Client(port, context, source=source, timeout=15)
     token: str | None = None
@@ -81,13 +83,17 @@ def _flood_worker(
             local[str(answer.status)] += 1
         if answer.status == 400:  # the CSRF token expired: fetch a new one
             token = None
+        if reconnect:  # a new TLS connection (full handshake) for the next attempt
+            client.close()
     client.close()
     with lock:
         statuses.update(local)
         latencies.extend(times)
 
 
-def flood(port: int, cafile: Path, sources: int, seconds: float) -> dict[str, object]:
+def flood(
+    port: int, cafile: Path, sources: int, seconds: float, reconnect: bool = False
+) -> dict[str, object]:
     context = client_context(cafile)
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
@@ -97,7 +103,7 @@ def flood(port: int, cafile: Path, sources: int, seconds: float) -> dict[str, ob
     threads = [
         threading.Thread(
             target=_flood_worker,
-            args=(port, context, source, deadline, statuses, latencies, lock),
+            args=(port, context, source, deadline, statuses, latencies, lock, reconnect),
             daemon=True,
         )
         for source in source_addresses(sources)
@@ -199,12 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         mode.add_argument("--cafile", type=Path, required=True)
         mode.add_argument("--seconds", type=float, required=True)
     sub.choices["flood"].add_argument("--sources", type=int, default=48)
+    sub.choices["flood"].add_argument(
+        "--reconnect", action="store_true", help="a new TLS connection for every attempt"
+    )
     sub.choices["probe"].add_argument("--path", default="/")
     sub.choices["probe"].add_argument("--rate", type=float, default=40.0)
     sub.choices["probe"].add_argument("--connections", type=int, default=2)
     args = parser.parse_args(argv)
     if args.mode == "flood":
-        result = flood(args.port, args.cafile, args.sources, args.seconds)
+        result = flood(args.port, args.cafile, args.sources, args.seconds, args.reconnect)
     else:
         result = probe(
             args.port,

@@ -535,7 +535,8 @@ def bench_flood(
 ) -> dict[str, Any]:
     report.section(
         f"{profile.name}: signed-in home page during a login flood "
-        f"({args.flood_sources} source addresses)"
+        f"({args.flood_sources} source addresses"
+        f"{', a new TLS connection per attempt' if args.flood_reconnect else ''})"
     )
     env = servers.clean_environ(**{COOKIE_ENV: cookie})
     common = ["--port", str(server.port), "--cafile", str(server.cafile)]
@@ -572,6 +573,7 @@ def bench_flood(
                 str(ramp + args.flood_seconds + 0.5),
                 "--sources",
                 str(args.flood_sources),
+                *(["--reconnect"] if args.flood_reconnect else []),
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -628,8 +630,9 @@ def bench_flood(
         )
     report.out(
         f"probe: GET / signed in, {args.probe_rate:g} req/s from 2 connections, "
-        f"{args.flood_seconds:g}s per phase; flood: failed sign-ins, one keep-alive "
-        f"connection per address, as fast as answered"
+        f"{args.flood_seconds:g}s per phase; flood: failed sign-ins, "
+        + ("a new connection per attempt" if args.flood_reconnect else "one keep-alive connection")
+        + " per address, as fast as answered"
     )
     report.table(
         [
@@ -918,6 +921,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flood-seconds", type=float, default=10.0)
     parser.add_argument("--flood-rounds", type=int, default=2)
     parser.add_argument("--flood-sources", type=int, default=48)
+    parser.add_argument(
+        "--flood-reconnect",
+        action="store_true",
+        help="the flood opens a new TLS connection for every attempt (not the default)",
+    )
     parser.add_argument("--probe-rate", type=float, default=40.0)
     parser.add_argument("--redis-requests", type=int, default=200)
     parser.add_argument("--verify-runs", type=int, default=20)

@@ -24,7 +24,12 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from bastion.core import lanes
 from bastion.serving import worker
-from bastion.serving.worker import BACK_LANE_ATTRIBUTE, LaneThreadWorker, TwoLanePool
+from bastion.serving.worker import (
+    BACK_LANE_ATTRIBUTE,
+    LaneThreadWorker,
+    MarkedAddresses,
+    TwoLanePool,
+)
 from tests.conftest import csrf_token_from
 from tests.server.conftest import LOOPBACK, client_context, log_lines, start_serve
 
@@ -160,11 +165,67 @@ def test_the_worker_carries_the_apps_mark_to_the_connection(
 
     monkeypatch.setattr(ThreadWorker, "handle", gthread_handle)
     lane_worker = LaneThreadWorker.__new__(LaneThreadWorker)  # no arbiter needed here
+    lane_worker.addresses = MarkedAddresses()
     conn = connection(back=not marked)  # the previous request's mark is replaced
+    conn.client = ("198.51.100.9", 51000)
 
     assert lane_worker.handle(conn) is True
     assert getattr(conn, BACK_LANE_ATTRIBUTE) is marked
+    assert lane_worker.addresses.marked("198.51.100.9") is marked
     assert lanes.end() is False  # nothing left over for the thread's next request
+
+
+def test_a_marked_address_holds_by_address_v6_prefix_and_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    addresses = MarkedAddresses()
+    addresses.mark("203.0.113.7")
+    addresses.mark("2001:db8:1:2::10")
+    assert addresses.marked("203.0.113.7")
+    assert not addresses.marked("203.0.113.8")
+    assert addresses.marked("2001:db8:1:2:ffff::1")  # the same /64
+    assert not addresses.marked("2001:db8:1:3::10")
+
+    monkeypatch.setattr(worker, "ADDRESS_MARK_SECONDS", -1.0)
+    addresses.mark("198.51.100.1")
+    assert not addresses.marked("198.51.100.1")  # expired
+
+
+def test_marked_addresses_stay_bounded() -> None:
+    addresses = MarkedAddresses(max_entries=2)
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        addresses.mark(address)
+    assert [addresses.marked(a) for a in ("192.0.2.1", "192.0.2.2", "192.0.2.3")] == [
+        False,
+        True,
+        True,
+    ]
+
+
+def test_a_new_connection_from_a_marked_address_starts_in_the_back_lane(
+    pool: Callable[[int, int], TwoLanePool],
+) -> None:
+    lanes_pool = pool(1, 1)
+    lanes_pool.addresses = MarkedAddresses()
+    lanes_pool.addresses.mark("192.0.2.66")
+    order = Order()
+    holding = lanes_pool.submit(order.job("hold", hold=True), connection(back=False))
+    assert order.started["hold"].wait(WAIT)
+    new_from_attacker = SimpleNamespace(client=("192.0.2.66", 40000))
+    served_from_attacker = connection(back=False)  # its last request was fine
+    served_from_attacker.client = ("192.0.2.66", 40001)
+    new_from_elsewhere = SimpleNamespace(client=("192.0.2.1", 40002))
+    futures = [
+        holding,
+        lanes_pool.submit(order.job("b1"), new_from_attacker),
+        lanes_pool.submit(order.job("f1"), served_from_attacker),
+        lanes_pool.submit(order.job("f2"), new_from_elsewhere),
+    ]
+    assert lanes_pool.queued() == (2, 1)
+    order.release.set()
+    for future in futures:
+        future.result(WAIT)
+    assert order.ran == ["hold", "f1", "f2", "b1"]
 
 
 def test_the_back_lane_takes_half_the_hashing_slots() -> None:
@@ -177,29 +238,36 @@ def _raw_request(conn: http.client.HTTPSConnection, path: str, cookie: str = "")
     conn.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\n{extra}\r\n".encode())
 
 
-def test_gunicorn_serves_a_page_before_a_failed_sign_ins_next_request(
-    tmp_path: Path,
-) -> None:
-    """One request thread: the attacker's connection asks first, the page still goes first.
+ATTACKER = "127.0.0.2"  # all of 127.0.0.0/8 is loopback on Linux
 
-    A third connection holds the only thread (its request headers arrive in two parts);
-    meanwhile the connection that just failed a sign-in and a page's connection each queue
-    a request, the attacker's first. Once the thread is free, the access log shows the
-    page served before the attacker's request.
+
+@pytest.mark.parametrize("reconnect", [False, True], ids=["same-connection", "new-connection"])
+def test_gunicorn_serves_a_page_before_a_failed_sign_ins_next_request(
+    tmp_path: Path, reconnect: bool
+) -> None:
+    """One request thread: the attacker's request is queued first, the page still goes first.
+
+    A third connection holds the only thread (its request headers arrive in two parts).
+    Meanwhile the attacker, who just failed a sign-in, queues a request - on the same
+    connection, or on a new one from the same address - and then a page's connection
+    queues one. Once the thread is free, the access log shows the page served first.
     """
     serve = start_serve(tmp_path, "lanes", BASTION_THREADS="1", BASTION_HASH_CONCURRENCY="2")
     context = client_context(serve.cafile)
     opened: list[http.client.HTTPSConnection] = []
 
-    def connect() -> http.client.HTTPSConnection:
-        conn = http.client.HTTPSConnection(LOOPBACK, serve.port, context=context, timeout=10)
+    def connect(source: str = LOOPBACK, warm: bool = True) -> http.client.HTTPSConnection:
+        conn = http.client.HTTPSConnection(
+            LOOPBACK, serve.port, context=context, timeout=10, source_address=(source, 0)
+        )
         opened.append(conn)
-        conn.request("GET", "/healthz")  # the TLS handshake needs the thread: do it now
-        conn.getresponse().read()
+        if warm:
+            conn.request("GET", "/healthz")  # the TLS handshake needs the thread: do it now
+            conn.getresponse().read()
         return conn
 
     try:
-        attacker, page, holder = connect(), connect(), connect()
+        attacker, page, holder = connect(ATTACKER), connect(), connect()
         attacker.request("GET", "/auth/login")
         form = attacker.getresponse()
         cookie = form.headers["Set-Cookie"].split(";", 1)[0]
@@ -217,14 +285,26 @@ def test_gunicorn_serves_a_page_before_a_failed_sign_ins_next_request(
 
         holder.sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {LOOPBACK}\r\n".encode())
         time.sleep(0.2)  # the holder's request now has the thread, waiting for its headers
-        _raw_request(attacker, "/auth/login", cookie)
+        if reconnect:
+            again = connect(ATTACKER, warm=False)
+            # Its handshake waits for the thread too: send from another thread.
+            sender = threading.Thread(target=again.request, args=("GET", "/auth/login"))
+            sender.start()
+        else:
+            _raw_request(attacker, "/auth/login", cookie)
         time.sleep(0.2)  # queued, in the back lane
         _raw_request(page, "/favicon.ico")
         time.sleep(0.2)  # queued, in the front lane
         holder.sock.sendall(b"\r\n")
-        for conn in (holder, page, attacker):
+        for conn in (holder, page):
             conn.sock.settimeout(10)
             assert conn.sock.recv(1)  # each answered
+        if reconnect:
+            sender.join(10)
+            assert again.getresponse().status == HTTPStatus.OK
+        else:
+            attacker.sock.settimeout(10)
+            assert attacker.sock.recv(1)
     finally:
         for conn in opened:
             conn.close()
@@ -236,3 +316,19 @@ def test_gunicorn_serves_a_page_before_a_failed_sign_ins_next_request(
         if line.get("event") == "request" and line["path"] in {"/auth/login", "/favicon.ico"}
     ]
     assert served[-2:] == ["/favicon.ico", "/auth/login"]  # first come: the reverse
+
+
+@pytest.mark.parametrize(("proxies", "by_address"), [("0", True), ("1", False)])
+def test_addresses_are_marked_only_when_clients_connect_directly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, proxies: str, by_address: bool
+) -> None:
+    """Behind a proxy every connection comes from the proxy: marking it would mark all."""
+    monkeypatch.setenv("BASTION_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("BASTION_TRUSTED_PROXIES", proxies)
+    lane_worker = LaneThreadWorker.__new__(LaneThreadWorker)
+    lane_worker.cfg = SimpleNamespace(threads=1)
+    lanes_pool = lane_worker.get_thread_pool()
+    try:
+        assert (lanes_pool.addresses is not None) is by_address
+    finally:
+        lanes_pool.shutdown(wait=True)
