@@ -185,6 +185,9 @@ def test_a_marked_address_holds_by_address_v6_prefix_and_time(
     assert not addresses.marked("203.0.113.8")
     assert addresses.marked("2001:db8:1:2:ffff::1")  # the same /64
     assert not addresses.marked("2001:db8:1:3::10")
+    addresses.mark("::ffff:192.0.2.10")  # an IPv4 client of a dual-stack socket
+    assert addresses.marked("192.0.2.10")
+    assert not addresses.marked("::ffff:192.0.2.11")  # not every IPv4 client
 
     monkeypatch.setattr(worker, "ADDRESS_MARK_SECONDS", -1.0)
     addresses.mark("198.51.100.1")

@@ -80,11 +80,18 @@ class MarkedAddresses:
 
 
 def _address_key(address: str) -> str:
-    """IPv4: the address. IPv6: its /64, which one subscriber usually holds whole."""
+    """IPv4: the address. IPv6: its /64, which one subscriber usually holds whole.
+
+    An IPv4 client of a dual-stack socket arrives as ``::ffff:a.b.c.d``: its key is the
+    IPv4 address, or one /64 would hold every IPv4 client.
+    """
     if ":" not in address:
         return address
     try:
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
+        ip = ipaddress.IPv6Address(address)
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
     except ValueError:
         return address
 
