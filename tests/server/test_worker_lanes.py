@@ -77,19 +77,22 @@ class Order:
         return run
 
 
-def test_a_page_goes_before_the_back_lane_queued_ahead_of_it(
-    pool: Callable[[int, int], TwoLanePool],
-) -> None:
-    lanes_pool = pool(1, 1)
-    order = Order()
+def back_then_front_behind_a_held_thread(lanes_pool: TwoLanePool, order: Order) -> list[Any]:
+    """The pool's only thread held; then a back-lane job queued, then a front-lane one."""
     holding = lanes_pool.submit(order.job("hold", hold=True), connection(back=False))
     assert order.started["hold"].wait(WAIT)
     back = lanes_pool.submit(order.job("b1"), connection(back=True))
     front = lanes_pool.submit(order.job("f1"), connection(back=False))
     assert lanes_pool.queued() == (1, 1)
-
     order.release.set()
-    assert [f.result(WAIT) for f in (holding, back, front)] == ["hold", "b1", "f1"]
+    return [f.result(WAIT) for f in (holding, back, front)]
+
+
+def test_a_page_goes_before_the_back_lane_queued_ahead_of_it(
+    pool: Callable[[int, int], TwoLanePool],
+) -> None:
+    order = Order()
+    assert back_then_front_behind_a_held_thread(pool(1, 1), order) == ["hold", "b1", "f1"]
     assert order.ran == ["hold", "f1", "b1"]  # first come would have run b1 first
 
 
@@ -115,16 +118,8 @@ def test_a_back_lane_request_that_waited_too_long_goes_first(
     pool: Callable[[int, int], TwoLanePool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(worker, "BACK_LANE_PATIENCE", 0.0)
-    lanes_pool = pool(1, 1)
     order = Order()
-    holding = lanes_pool.submit(order.job("hold", hold=True), connection(back=False))
-    assert order.started["hold"].wait(WAIT)
-    back = lanes_pool.submit(order.job("b1"), connection(back=True))
-    front = lanes_pool.submit(order.job("f1"), connection(back=False))
-
-    order.release.set()
-    for future in (holding, back, front):
-        future.result(WAIT)
+    back_then_front_behind_a_held_thread(pool(1, 1), order)
     assert order.ran == ["hold", "b1", "f1"]
 
 
