@@ -4,12 +4,14 @@
 (see docs/deploy.md). Everything comes from the ``BASTION_*`` environment through
 `Settings`, so the app and its server can't disagree.
 
-- One worker process with threads by default (gthread with two queues,
-  `bastion.serving.worker`: a flood's connections wait behind the pages): in-process rate
-  limits are only correct in one process, so `on_starting` refuses more workers without
-  Redis. It checks
+- One worker process with threads by default: in-process rate limits are only correct in
+  one process, so `on_starting` refuses more workers without Redis. It checks
   ``server.cfg.workers`` — the number gunicorn will really fork, after command-line flags,
   ``GUNICORN_CMD_ARGS`` and ``WEB_CONCURRENCY`` — not just BASTION_WORKERS.
+- The worker is gthread with two request queues (`bastion.serving.worker`): a login
+  flood's connections wait behind the pages.
+- Log lines go out in batches once a worker has loaded the app (`post_worker_init`,
+  `bastion.core.logging`).
 - TLS 1.2+ with AEAD ciphers only (`ssl_context`, see `bastion.serving.tls`).
 - ``forwarded_allow_ips`` matches BASTION_TRUSTED_PROXIES: with no trusted proxy, no client
   (not even one on 127.0.0.1) may set the scheme with X-Forwarded-Proto; ProxyFix in the
