@@ -229,6 +229,5 @@ class LaneThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no t
         finally:
             back = lanes.end()
             setattr(conn, BACK_LANE_ATTRIBUTE, back)
-            peer = _peer(conn)
-            if back and peer is not None and self.addresses is not None:
+            if back and self.addresses is not None and (peer := _peer(conn)) is not None:
                 self.addresses.mark(peer)
