@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ForeignKey, delete, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.clock import utcnow
@@ -121,12 +121,23 @@ def _state_of(row: AccountLockout, *, newly_locked: bool = False) -> LockState:
     )
 
 
+def _upsert_insert(dialect: str) -> Any:
+    """The dialect's own INSERT, the one with ON CONFLICT, imported when first used.
+
+    Importing the PostgreSQL dialect costs a worker ~2 MiB of memory; an embedded (SQLite)
+    worker never needs it.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 def _upsert_failure(user_id: int, now: datetime) -> AccountLockout:
     """Add one failure in a single atomic statement; return the row as it now stands."""
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     upsert = (
-        insert(AccountLockout)
+        _upsert_insert(db.session.get_bind().dialect.name)(AccountLockout)
         .values(user_id=user_id, failures=1, updated_at=now)
         .on_conflict_do_update(
             index_elements=["user_id"],
