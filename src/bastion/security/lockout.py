@@ -128,10 +128,12 @@ def _upsert_insert(dialect: str) -> Any:
     worker never needs it.
     """
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
 
 
 def _upsert_failure(user_id: int, now: datetime) -> AccountLockout:
