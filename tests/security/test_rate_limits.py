@@ -297,6 +297,16 @@ def test_the_hashing_runs_on_lower_priority_threads(app: Flask) -> None:
     assert hashing_thread > request_thread
 
 
+def test_a_replaced_hashing_guard_lets_its_threads_end(app: Flask) -> None:
+    old = hash_guard.current()
+    hashing_thread = old.run(threading.current_thread)
+    assert hashing_thread.is_alive()
+    new = hash_guard.configure(old.slots, old.wait_seconds)
+    hashing_thread.join(timeout=5)
+    assert not hashing_thread.is_alive()
+    assert new.run(lambda: 2 + 2) == 4  # the new guard hashes on threads of its own
+
+
 # --------------------------------------------------- lanes (bastion/serving/worker.py)
 def after_request_lane(send: Any) -> bool:
     """Whether the request `send()` makes sends its connection to the back lane."""

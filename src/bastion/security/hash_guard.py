@@ -92,6 +92,10 @@ class HashGuard:
         with self.slot():
             return self._threads.submit(compute, *args).result()
 
+    def close(self) -> None:
+        """Let the hashing threads end once their work is done (a replaced guard)."""
+        self._threads.shutdown(wait=False)
+
 
 def _lower_priority() -> None:
     """Lower the calling thread's CPU priority (Linux: nice applies per thread); best effort."""
@@ -105,6 +109,8 @@ _guard = HashGuard(os.cpu_count() or 1, 0.1)
 def configure(slots: int, wait_seconds: float) -> HashGuard:
     """Replace the process-wide guard (create_app calls this with the settings)."""
     global _guard
+    # Tests and tools build many apps in one process: each replaced guard's threads end.
+    _guard.close()
     _guard = HashGuard(slots, wait_seconds)
     return _guard
 
