@@ -13,7 +13,7 @@ import structlog
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, registry
 from sqlalchemy.types import TypeDecorator
@@ -61,16 +61,20 @@ class Base(DeclarativeBase):
 
 def engine_options(url: str, connect_timeout: int) -> dict[str, Any]:
     """Engine options: explicit timeouts so a dead database gives a fast 503, not a hang."""
+    # Enough pooled connections for every request thread and the app's own threads: past
+    # pool_size, each checkout opens a connection and each return closes it again.
+    pool = {"pool_size": 10, "max_overflow": 5, "pool_timeout": connect_timeout}
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 5, "check_same_thread": False}}
+        options: dict[str, Any] = {"connect_args": {"timeout": 5, "check_same_thread": False}}
+        if make_url(url).database not in (None, "", ":memory:"):  # a file: QueuePool
+            options.update(pool)
+        return options
     return {
         "connect_args": {"connect_timeout": connect_timeout},
         # No pre-ping: it costs a round trip on every checkout (three per page). A connection
         # the server dropped fails once, answered 503, and the pool replaces it.
         "pool_recycle": 300,
-        "pool_size": 10,
-        "max_overflow": 5,
-        "pool_timeout": connect_timeout,
+        **pool,
     }
 
 
