@@ -28,9 +28,13 @@ depends_on = None
 _METHODS = text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
 
 
-def upgrade() -> None:
+def _server_has_lz4() -> bool:
     bind = op.get_bind()
-    if bind.dialect.name == "postgresql" and "lz4" in (bind.scalar(_METHODS) or ()):
+    return bind.dialect.name == "postgresql" and "lz4" in (bind.scalar(_METHODS) or ())
+
+
+def upgrade() -> None:
+    if _server_has_lz4():
         op.execute(
             "ALTER TABLE document_blobs ALTER COLUMN data SET STORAGE EXTENDED, "
             "ALTER COLUMN data SET COMPRESSION lz4"
@@ -38,7 +42,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if _server_has_lz4():  # otherwise upgrade changed nothing
         op.execute(
             "ALTER TABLE document_blobs ALTER COLUMN data SET STORAGE EXTERNAL, "
             "ALTER COLUMN data SET COMPRESSION DEFAULT"
