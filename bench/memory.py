@@ -1,4 +1,4 @@
-"""Memory per gunicorn worker from /proc: RSS, PSS and USS (private pages) in MiB."""
+"""gunicorn workers from /proc: which they are, and their RSS, PSS and USS in MiB."""
 
 from __future__ import annotations
 
@@ -31,14 +31,19 @@ def children(pid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = stat_fields(int(entry.name))
         except OSError:
             continue
-        # Field 4 (ppid) follows the command name in parentheses, which may contain spaces.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid:  # field 4 of /proc/<pid>/stat: the parent's pid
             found.append(int(entry.name))
     return sorted(found)
+
+
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (state) on: the command name before it, in
+    parentheses, may contain spaces."""
+    stat = (PROC / str(pid) / "stat").read_text()
+    return stat[stat.rfind(")") + 2 :].split()
 
 
 def cmdline(pid: int) -> str:

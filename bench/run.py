@@ -186,8 +186,7 @@ ONE_SIDED_RETRIES = 5
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` so far, from /proc/<pid>/stat."""
-    stat = (memory.PROC / str(pid) / "stat").read_text()
-    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
+    fields = memory.stat_fields(pid)  # utime and stime: fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
