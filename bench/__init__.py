@@ -8,7 +8,9 @@
 - ``flood``: the login-flood generator and the paced signed-in latency probe (issue 3);
 - ``memory``: RSS/USS per gunicorn worker from /proc;
 - ``redis_count``: Redis commands and round trips per request (INFO and MONITOR);
-- ``hash_params``: argon2id verify timings (pre-existing; ``run`` calls its ``measure``).
+- ``hash_params``: argon2id verify timings (pre-existing; ``run`` calls its ``measure``);
+- ``switches``: context switches per request by cause (where the GIL changes hands), with
+  Linux perf; run on its own, not by ``run``.
 
 Every load targets 127.0.0.1 (or 127.0.0.x source addresses for the flood) and is bounded
 in time.
