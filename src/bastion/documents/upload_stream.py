@@ -6,9 +6,13 @@ upload written twice. For the upload route, `UploadRequest` gives werkzeug's par
 `StagedUpload` instead: the staging file itself, hashed and counted as the parser writes.
 The service takes it as it is (documents/service.py `_staged`).
 
-Clean-up is the request's: Flask closes every uploaded file when the request ends, and
-closing a `StagedUpload` removes its file unless storage already moved it away. A crash
-mid-upload leaves a `.part` file that `bastion storage gc` removes.
+Clean-up is the request's: when the request ends, every `StagedUpload` it opened is
+closed, and closing one removes its file unless storage already moved it away. That
+includes the parts werkzeug never handed over: a body that stops inside a file part (a
+dropped connection, a cut-off form) or passes the size limit mid-file (a chunked upload has
+no Content-Length to refuse it by) fails the parse after the part was opened, and such a
+part is in no `request.files` for Flask to close. Only a crash mid-upload leaves a `.part`
+file, which `bastion storage gc` removes.
 """
 
 from __future__ import annotations
@@ -87,6 +91,10 @@ class StagedUpload:
 class UploadRequest(Request):
     """The app's request class: file parts of the upload route go to the staging area."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._staged: list[StagedUpload] = []
+
     def _get_file_stream(
         self,
         total_content_length: int | None,
@@ -100,4 +108,14 @@ class UploadRequest(Request):
             )
         vault: Any = current_app.extensions[VAULT_KEY]
         path, stream = vault.staging.create()
-        return StagedUpload(path, stream)  # type: ignore[return-value]
+        staged = StagedUpload(path, stream)
+        self._staged.append(staged)
+        return staged  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close the parsed files (werkzeug), then every part this request staged."""
+        try:
+            super().close()
+        finally:
+            for staged in self._staged:
+                staged.close()
