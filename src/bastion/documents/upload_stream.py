@@ -18,10 +18,16 @@ file, which `bastion storage gc` removes.
 from __future__ import annotations
 
 import hashlib
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from flask import Request, current_app
+from werkzeug.exceptions import BadRequest
+from werkzeug.formparser import FormDataParser
+from werkzeug.wrappers import Response
+
+from bastion.core.errors import error_response
 
 UPLOAD_ENDPOINT = "documents.upload"
 VAULT_KEY = "bastion.documents.vault"  # the app's service.Vault, in app.extensions
@@ -88,8 +94,44 @@ class StagedUpload:
         self.close()
 
 
+class UnreadableForm(BadRequest):
+    description = "The form did not arrive whole (cut off or malformed). Please send it again."
+
+
+def handle_unreadable_form(error: UnreadableForm) -> Response:
+    """The 400 page with what went wrong (generic error pages name no cause)."""
+    return error_response(HTTPStatus.BAD_REQUEST, UnreadableForm.description)
+
+
+class StrictFormDataParser(FormDataParser):
+    """A body that does not parse as the form it says it is gets a 400 of its own.
+
+    werkzeug's parser reads a cut-off or malformed body as an empty form by default. The
+    CSRF check then found no token, and a dropped connection mid-upload was audited as a
+    CSRF failure and counted towards the alerts (security/alerts.py) for the uploader.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "silent": False})
+
+    def parse(
+        self,
+        stream: IO[bytes],
+        mimetype: str,
+        content_length: int | None,
+        options: dict[str, str] | None = None,
+    ) -> Any:
+        try:
+            return super().parse(stream, mimetype, content_length, options)
+        except ValueError as exc:
+            raise UnreadableForm from exc
+
+
 class UploadRequest(Request):
-    """The app's request class: file parts of the upload route go to the staging area."""
+    """The app's request class: file parts of the upload route go to the staging area, and
+    a form body that does not parse is refused (`StrictFormDataParser`)."""
+
+    form_data_parser_class = StrictFormDataParser
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

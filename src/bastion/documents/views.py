@@ -31,7 +31,12 @@ from bastion.documents.names import content_disposition
 from bastion.documents.search import Viewer
 from bastion.documents.sniffing import ALLOWED_TEXT, BY_NAME
 from bastion.documents.storage import Staging, build_storage, upload_root
-from bastion.documents.upload_stream import VAULT_KEY, UploadRequest
+from bastion.documents.upload_stream import (
+    VAULT_KEY,
+    UnreadableForm,
+    UploadRequest,
+    handle_unreadable_form,
+)
 from bastion.security.body_limit import max_body
 from bastion.security.identity import current_actor
 from bastion.security.permissions import Permission
@@ -61,6 +66,7 @@ def _install(state: BlueprintSetupState) -> None:
     state.app.extensions[VAULT_KEY] = service.Vault(storage, Staging(root))
     # File parts of the upload route are written straight into the staging area.
     cast(Flask, state.app).request_class = UploadRequest
+    state.app.register_error_handler(UnreadableForm, handle_unreadable_form)
     state.app.jinja_env.filters["filesize"] = service.human_size
     state.app.jinja_env.filters["highlight"] = search_service.highlight
 
