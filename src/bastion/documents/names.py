@@ -13,6 +13,8 @@ import unicodedata
 from urllib.parse import quote
 
 MAX_NAME_CHARS = 150
+RAW_NAME_CHARS = 10 * MAX_NAME_CHARS  # of a client's name, at most this much is cleaned
+RAW_TAIL_CHARS = 16  # an over-long name keeps its last characters: "." + the extension
 MAX_TITLE_CHARS = 200
 # Private-use characters the search snippets use as highlight markers (documents/search.py);
 # they are removed from every indexed text and every query so no input can forge a <mark>.
@@ -46,7 +48,10 @@ def display_name(raw: str) -> str:
     # Keep the last path component only: '../../etc/passwd' and 'C:\\x\\a.pdf' lose their
     # directories; no separator survives.
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = clean_text(name, 10 * MAX_NAME_CHARS)
+    if len(name) > RAW_NAME_CHARS:
+        # Bound the cleaning work, but keep the tail: the extension decides the type.
+        name = name[: RAW_NAME_CHARS - RAW_TAIL_CHARS] + name[-RAW_TAIL_CHARS:]
+    name = clean_text(name, RAW_NAME_CHARS)
     name = name.lstrip(".- ").rstrip(". ")
     if len(name) > MAX_NAME_CHARS:
         stem, dot, extension = name.rpartition(".")
