@@ -95,6 +95,8 @@ class StagedUpload:
 
 
 class UnreadableForm(BadRequest):
+    """The body claimed to be a form but did not parse as one."""
+
     description = "The form did not arrive whole (cut off or malformed). Please send it again."
 
 

@@ -64,7 +64,8 @@ def _install(state: BlueprintSetupState) -> None:
     if settings.max_upload_mb < 1 or settings.upload_quota_mb < 0:
         raise SettingsError("BASTION_MAX_UPLOAD_MB must be >= 1 and the quota >= 0")
     state.app.extensions[VAULT_KEY] = service.Vault(storage, Staging(root))
-    # File parts of the upload route are written straight into the staging area.
+    # File parts of the upload route are written straight into the staging area, and a
+    # form body that does not parse gets its own 400 (upload_stream.py).
     cast(Flask, state.app).request_class = UploadRequest
     state.app.register_error_handler(UnreadableForm, handle_unreadable_form)
     state.app.jinja_env.filters["filesize"] = service.human_size
