@@ -64,14 +64,18 @@ class Person:
     def csrf(self, path: str = "/documents/upload") -> str:
         return csrf_token_from(self.client.get(path).get_data(as_text=True))
 
-    def upload(
+    def upload_form(
         self,
         name: str,
         data: bytes,
         title: str | None = None,
         content_type: str = "application/octet-stream",
-        **headers: str,
-    ) -> TestResponse:
+    ) -> tuple[str, bytes]:
+        """The upload form with a fresh CSRF token, encoded: (boundary, body).
+
+        Encoded in memory: the test client would spool bodies over 500 KB to a temp file
+        it never closes (a ResourceWarning, which this suite treats as an error).
+        """
         form: dict[str, Any] = {
             "csrf_token": self.csrf(),
             "file": FileStorage(
@@ -80,9 +84,17 @@ class Person:
         }
         if title is not None:
             form["title"] = title
-        # Encoded in memory: the test client would spool bodies over 500 KB to a temp file
-        # it never closes (a ResourceWarning, which this suite treats as an error).
-        boundary, body = encode_multipart(form)
+        return encode_multipart(form)
+
+    def upload(
+        self,
+        name: str,
+        data: bytes,
+        title: str | None = None,
+        content_type: str = "application/octet-stream",
+        **headers: str,
+    ) -> TestResponse:
+        boundary, body = self.upload_form(name, data, title, content_type)
         return self.client.post(
             "/documents/upload",
             data=body,

@@ -10,8 +10,6 @@ import io
 from http import HTTPStatus
 
 import pytest
-from werkzeug.datastructures import FileStorage
-from werkzeug.test import encode_multipart
 
 from bastion.audit import EventTag
 from tests import documents_helpers as fixtures
@@ -115,19 +113,10 @@ def test_oversize_inside_the_multipart_allowance_is_refused_while_copying(
     assert_refused(vault, response, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "1 MB limit")
 
 
-def _upload_body(alice: Person, data: bytes) -> tuple[str, bytes]:
-    """A whole multipart upload form (boundary, body) carrying `data` as notes.txt."""
-    form = {
-        "csrf_token": alice.csrf(),
-        "file": FileStorage(io.BytesIO(data), filename="notes.txt", content_type="text/plain"),
-    }
-    return encode_multipart(form)
-
-
 def test_a_body_cut_off_mid_file_leaves_nothing(vault: Vault, alice: Person) -> None:
     """A client that stops sending inside the file part (a dropped connection looks the
     same) must not leave the part already written in the staging folder."""
-    boundary, body = _upload_body(alice, b"some text\n" * 20_000)
+    boundary, body = alice.upload_form("notes.txt", b"some text\n" * 20_000)
     cut = body[: len(body) // 2]  # Content-Length says so: the form just ends early
 
     response = alice.client.post(
@@ -147,7 +136,7 @@ def test_an_oversized_body_without_content_length_is_refused_mid_file_and_leaves
 ) -> None:
     """Chunked uploads carry no Content-Length: the limit can only stop them while the
     file part is being written, and that part must not stay behind."""
-    boundary, body = _upload_body(alice, b"a" * (3 * 1024 * 1024))
+    boundary, body = alice.upload_form("notes.txt", b"a" * (3 * 1024 * 1024))
 
     response = alice.client.post(
         "/documents/upload",
