@@ -3,12 +3,14 @@ invalid UTF-8, SQL metacharacters, unknown API paths.
 
 Controls proven: the NIST SP 800-63B-4 password policy at registration (security/passwords.py
 via accounts/service.py), WTForms length and character validators (accounts/forms.py),
-bound parameters everywhere (no string-built SQL), JSON errors under /api/ (core/errors.py).
+bound parameters everywhere (no string-built SQL), JSON errors under /api/ (core/errors.py),
+the body limit on chunked bodies (security/body_limit.py `ChunkedBodyLimit`).
 """
 
 from __future__ import annotations
 
 import html
+import io
 from http import HTTPStatus
 from urllib.parse import quote_from_bytes
 
@@ -248,6 +250,47 @@ def test_invalid_utf8_in_the_login_form_signs_nobody_in(
     assert HTTPStatus.BAD_REQUEST <= response.status_code < HTTPStatus.INTERNAL_SERVER_ERROR
     assert "Traceback" not in response.get_data(as_text=True)
     assert client.get("/").status_code == HTTPStatus.FOUND
+
+
+# ------------------------------------------------------- bodies without Content-Length
+def post_chunked(client: FlaskClient, path: str, body: bytes) -> TestResponse:
+    """POST `body` as a chunked request would arrive: no Content-Length (gunicorn)."""
+    return client.post(
+        path,
+        input_stream=io.BytesIO(body),
+        content_type=FORM,
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_form_over_the_limit_is_refused_not_cut_short(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    """werkzeug stops reading a chunked body at the limit without complaint, so the form
+    was parsed from its first megabyte: a valid form followed by padding signed up."""
+    fields = register_fields(auth.csrf("/auth/register"))
+    padding = b"&pad=" + b"x" * app.config["MAX_CONTENT_LENGTH"]
+
+    response = post_chunked(client, "/auth/register", urlencoded(fields) + padding)
+
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert response.headers["Connection"] == "close"
+    assert count_users(app) == 0
+
+
+def test_a_chunked_form_within_the_limit_is_read_whole(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    """Exactly the limit is not over it: the form is read to its last byte."""
+    fields = register_fields(auth.csrf("/auth/register"))
+    body = urlencoded(fields) + b"&pad="
+    body += b"x" * (app.config["MAX_CONTENT_LENGTH"] - len(body))
+
+    response = post_chunked(client, "/auth/register", body)
+
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert count_users(app) == 1
 
 
 @pytest.mark.parametrize("path", ["/auth/confirm/%FF%FE", "/auth/confirm/%C3%28", "/setup/%FF"])

@@ -20,14 +20,16 @@ from __future__ import annotations
 import hashlib
 from http import HTTPStatus
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from flask import Request, current_app
 from werkzeug.exceptions import BadRequest
 from werkzeug.formparser import FormDataParser
+from werkzeug.utils import cached_property
 from werkzeug.wrappers import Response
 
 from bastion.core.errors import error_response
+from bastion.security.body_limit import ChunkedBodyLimit
 
 UPLOAD_ENDPOINT = "documents.upload"
 VAULT_KEY = "bastion.documents.vault"  # the app's service.Vault, in app.extensions
@@ -130,10 +132,19 @@ class StrictFormDataParser(FormDataParser):
 
 
 class UploadRequest(Request):
-    """The app's request class: file parts of the upload route go to the staging area, and
-    a form body that does not parse is refused (`StrictFormDataParser`)."""
+    """The app's request class: file parts of the upload route go to the staging area, a
+    form body that does not parse is refused (`StrictFormDataParser`), and so is a chunked
+    body over the limit (`ChunkedBodyLimit`)."""
 
     form_data_parser_class = StrictFormDataParser
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        chunked = self.content_length is None and self.environ.get("wsgi.input_terminated")
+        limit = self.max_content_length
+        if chunked and limit is not None and not self.shallow:
+            return cast(IO[bytes], ChunkedBodyLimit(self.environ["wsgi.input"], limit))
+        return super().stream
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,4 +1,5 @@
-"""Refuse oversized request bodies by Content-Length, before reading them.
+"""Refuse oversized request bodies: by Content-Length before reading them, and a chunked
+body (no Content-Length) as soon as it passes the limit.
 
 A refused body is still read and thrown away up to DRAIN_CAP: gunicorn closes the socket
 after a `Connection: close` response, and unread bytes in the receive buffer make the
@@ -9,15 +10,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 DRAIN_CAP = 64 * 1024 * 1024
 DRAIN_SECONDS = 15.0
 LIMIT_ATTR = "__bastion_max_body__"
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ChunkedBodyLimit(LimitedStream):
+    """A chunked request body (no Content-Length), capped at the request's limit.
+
+    werkzeug caps such a body with a `LimitedStream` that raises 413 on a read past the
+    limit, but its `readall` stops once the limit is reached without that extra read. A
+    url-encoded form read whole was therefore parsed from its first `limit` bytes: a valid
+    form followed by padding was accepted, cut short. Here reading it whole checks for
+    one byte more, and a body over the limit gets its 413. (Multipart parsing reads in
+    chunks and already raised.)
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        super().__init__(stream, limit, is_max=True)
+        self._source = stream
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted and self._source.read(1):
+            self.on_exhausted()  # raises RequestEntityTooLarge
+        return data
 
 
 def max_body(limit_bytes: int | Callable[[], int]) -> Callable[[F], F]:
@@ -56,8 +80,7 @@ def enforce_body_limit() -> None:
     length = request.content_length
     if limit is not None and length is not None and length > limit:
         _drain(request.environ["wsgi.input"], length)
-        request.environ["bastion.close_connection"] = True
         raise RequestEntityTooLarge
 
 
-__all__ = ["enforce_body_limit", "max_body"]
+__all__ = ["ChunkedBodyLimit", "enforce_body_limit", "max_body"]
