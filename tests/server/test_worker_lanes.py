@@ -26,6 +26,7 @@ from bastion.core import lanes
 from bastion.serving import worker
 from bastion.serving.worker import (
     BACK_LANE_ATTRIBUTE,
+    HeadDeadlines,
     LaneThreadWorker,
     MarkedAddresses,
     TwoLanePool,
@@ -161,6 +162,7 @@ def test_the_worker_carries_the_apps_mark_to_the_connection(
     monkeypatch.setattr(ThreadWorker, "handle", gthread_handle)
     lane_worker = LaneThreadWorker.__new__(LaneThreadWorker)  # no arbiter needed here
     lane_worker.addresses = MarkedAddresses()
+    lane_worker.heads = HeadDeadlines()
     conn = connection(back=not marked)  # the previous request's mark is replaced
     conn.client = ("198.51.100.9", 51000)
 

@@ -32,16 +32,20 @@ hashing guard's work (security/rate_limit.py, security/hash_guard.py).
 
 Hand-written because no maintained server offers it: gunicorn's pools are first-come, and a
 per-route bulkhead needs the request parsed, which happens in the pool thread.
+
+The worker also bounds how long a thread waits for a request's head (`HeadDeadlines`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +58,8 @@ BACK_LANE_PATIENCE = 1.0  # seconds a back-lane request waits at most while page
 BACK_LANE_ATTRIBUTE = "bastion_back_lane"  # set on gunicorn's connection object
 ADDRESS_MARK_SECONDS = 60.0  # an address stays in the back lane this long after a mark
 MARKED_ADDRESSES_MAX = 4096  # the oldest marks go first beyond this (bounded memory)
+HEAD_SECONDS = 10.0  # a request thread waits this long at most for the TLS handshake + head
+HEAD_CHECK_SECONDS = 1.0  # how often the watchdog looks
 
 
 class MarkedAddresses:
@@ -77,6 +83,55 @@ class MarkedAddresses:
         with self._lock:
             until = self._until.get(key)
         return until is not None and until > time.monotonic()
+
+
+class HeadDeadlines:
+    """Connections whose thread still waits for the request head, and until when.
+
+    gunicorn's gthread hands a connection to a pool thread once its first bytes arrive; the
+    thread then does the TLS handshake and reads the rest of the head on a blocking socket
+    with no time limit. Eight connections that each sent half a request line held all eight
+    threads of the embedded worker, for as long as they stayed open (slowloris; measured
+    through gunicorn + TLS: a probe got no answer for 35 s, until the test gave up). A
+    socket option can't bound that read: Python's ssl module retries a read that
+    SO_RCVTIMEO interrupts. So a watchdog thread shuts the socket of a connection that is
+    past its deadline: the blocked read ends as if the client had gone, and gthread closes
+    the connection. Once the head is in, the app and its own limits take over
+    (`LaneThreadWorker.handle_request`).
+    """
+
+    def __init__(self, seconds: float = HEAD_SECONDS) -> None:
+        self.seconds = seconds
+        self._waiting: dict[int, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, conn: Any) -> None:
+        with self._lock:
+            self._waiting[id(conn)] = (conn, time.monotonic() + self.seconds)
+
+    def done(self, conn: Any) -> None:
+        with self._lock:
+            self._waiting.pop(id(conn), None)
+
+    def expire(self, now: float) -> int:
+        """Shut down the connections past their deadline; how many there were.
+
+        Under the lock that `done` takes: the connection is then still open (gthread closes
+        it only after the thread's `handle` has returned), so its descriptor can't have
+        been reused by another connection.
+        """
+        with self._lock:
+            late = [key for key, (_, deadline) in self._waiting.items() if deadline <= now]
+            for key in late:
+                conn, _ = self._waiting.pop(key)
+                with suppress(OSError):  # closed or reset already: nothing left to end
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+        return len(late)
+
+    def watch(self) -> None:
+        while True:
+            time.sleep(HEAD_CHECK_SECONDS)
+            self.expire(time.monotonic())
 
 
 def _address_key(address: str) -> str:
@@ -212,22 +267,33 @@ def back_lane_threads(hash_slots: int) -> int:
 
 
 class LaneThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no type hints
-    """gthread with a `TwoLanePool`; the app's lane mark is carried on the connection."""
+    """gthread with a `TwoLanePool`; the app's lane mark is carried on the connection, and
+    a thread waits `HEAD_SECONDS` at most for a request's head (`HeadDeadlines`)."""
 
     addresses: MarkedAddresses | None = None
+    heads: HeadDeadlines
 
     def get_thread_pool(self) -> TwoLanePool:
         settings = Settings.from_env()
         # Behind a proxy every connection comes from the proxy: marking it would mark all.
         self.addresses = MarkedAddresses() if settings.trusted_proxies == 0 else None
+        self.heads = HeadDeadlines()
+        threading.Thread(target=self.heads.watch, name="head-deadlines", daemon=True).start()
         return TwoLanePool(self.cfg.threads, back_lane_threads(settings.hash_slots), self.addresses)
 
     def handle(self, conn: Any) -> Any:
         lanes.begin()
+        self.heads.start(conn)
         try:
             return super().handle(conn)
         finally:
+            self.heads.done(conn)
             back = lanes.end()
             setattr(conn, BACK_LANE_ATTRIBUTE, back)
             if back and self.addresses is not None and (peer := _peer(conn)) is not None:
                 self.addresses.mark(peer)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        """The head is in: from here the request's time is the app's and its limits'."""
+        self.heads.done(conn)
+        return super().handle_request(req, conn)
