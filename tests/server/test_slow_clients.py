@@ -1,14 +1,17 @@
-"""Slow clients can't hold the worker's threads: the head deadline (serving/worker.py).
+"""Slow clients can't hold the worker's threads (serving/worker.py).
 
-Control proven: a connection whose request head has not arrived within HEAD_SECONDS of a
+Controls proven: a connection whose request head has not arrived within HEAD_SECONDS of a
 thread taking it up is shut down (`HeadDeadlines`), so connections that send half a
 request and stop (slowloris) free their threads instead of holding them for as long as
-they stay open. Before it, as many such connections as the worker has threads stopped
-the server from answering anyone.
+they stay open; and one client address runs on at most half the threads
+(`client_threads`), so a client that trickles its request bodies can't hold them all.
+Before these, as many such connections as the worker has threads stopped the server from
+answering anyone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -19,6 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from bastion.serving import worker
 from bastion.serving.worker import HEAD_SECONDS, HeadDeadlines
 from tests.server.conftest import LOOPBACK, Serve, client_context, start_serve
 
@@ -80,19 +84,37 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         running.process.stop()
 
 
-def half_a_request(port: int, cafile: Path) -> ssl.SSLSocket:
-    """A TLS connection that sends the start of a request line, then nothing."""
-    raw = socket.create_connection((LOOPBACK, port), timeout=5)
-    conn = client_context(cafile).wrap_socket(raw, server_hostname=LOOPBACK)
+def tls_connection(port: int, cafile: Path, source: str, wait: float = 5) -> ssl.SSLSocket:
+    raw = socket.create_connection((LOOPBACK, port), timeout=wait, source_address=(source, 0))
+    try:
+        return client_context(cafile).wrap_socket(raw, server_hostname=LOOPBACK)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def half_a_request(port: int, cafile: Path, source: str) -> ssl.SSLSocket:
+    """A TLS connection that sends the start of a request's head, then nothing."""
+    conn = tls_connection(port, cafile, source)
     conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     return conn
 
 
+def trickled_body(port: int, cafile: Path, source: str) -> ssl.SSLSocket:
+    """A TLS connection that sends a whole head, then the first bytes of a long body."""
+    conn = tls_connection(port, cafile, source)
+    conn.sendall(
+        b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n"
+        b"email=a"
+    )
+    return conn
+
+
 def probe(port: int, cafile: Path, wait: float) -> bytes:
-    """The status line of GET /healthz on a new connection, or b'' after `wait` seconds."""
-    raw = socket.create_connection((LOOPBACK, port), timeout=wait)
+    """The status line of GET /healthz from 127.0.0.1, or b'' after `wait` seconds."""
     try:
-        with client_context(cafile).wrap_socket(raw, server_hostname=LOOPBACK) as conn:
+        with tls_connection(port, cafile, LOOPBACK, wait) as conn:
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             return conn.recv(100).split(b"\r\n")[0]
     except (TimeoutError, ssl.SSLError):
@@ -102,7 +124,11 @@ def probe(port: int, cafile: Path, wait: float) -> bytes:
 def test_half_sent_requests_on_every_thread_do_not_stop_the_server(
     small_server: Serve,
 ) -> None:
-    stalled = [half_a_request(small_server.port, small_server.cafile) for _ in range(THREADS)]
+    # From as many addresses as there are threads, so the address cap lets each in.
+    stalled = [
+        half_a_request(small_server.port, small_server.cafile, f"127.0.0.{10 + n}")
+        for n in range(THREADS)
+    ]
     try:
         time.sleep(0.5)  # each has a thread now, waiting for the rest of its head
         started = time.monotonic()
@@ -117,3 +143,32 @@ def test_half_sent_requests_on_every_thread_do_not_stop_the_server(
     finally:
         for conn in stalled:
             conn.close()
+
+
+def test_one_address_trickling_bodies_holds_at_most_half_the_threads(
+    small_server: Serve,
+) -> None:
+    """The head deadline can't help here: the heads are in, the bodies never end."""
+    slow: list[ssl.SSLSocket] = []
+
+    def hold() -> None:  # a handshake beyond the address's share waits for a thread
+        with contextlib.suppress(OSError):
+            slow.append(trickled_body(small_server.port, small_server.cafile, "127.0.0.20"))
+
+    holders = [threading.Thread(target=hold, daemon=True) for _ in range(THREADS)]
+    try:
+        for holder in holders:
+            holder.start()
+        time.sleep(1.0)
+        assert slow  # one of them is in: its thread waits for the body
+
+        assert probe(small_server.port, small_server.cafile, wait=5) == b"HTTP/1.1 200 OK"
+    finally:
+        for holder in holders:
+            holder.join(10)
+        for conn in slow:
+            conn.close()
+
+
+def test_a_client_address_gets_half_the_threads() -> None:
+    assert [worker.client_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 1, 4]

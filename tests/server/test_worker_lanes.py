@@ -228,6 +228,30 @@ def test_a_new_connection_from_a_marked_address_starts_in_the_back_lane(
     assert order.ran == ["hold", "f1", "f2", "b1"]
 
 
+def test_a_free_thread_passes_over_an_address_at_its_cap(
+    pool: Callable[[int, int], TwoLanePool],
+) -> None:
+    """Two threads, one per address: the second job of a busy address waits, and a later
+    job from another address takes the free thread; the waiting job runs once its
+    address's first job ends."""
+    lanes_pool = pool(2, 1)
+    lanes_pool.per_address = 1
+    order = Order()
+    busy = SimpleNamespace(client=("192.0.2.7", 40000))
+    other = SimpleNamespace(client=("192.0.2.8", 40001))
+    holding = lanes_pool.submit(order.job("hold", hold=True), busy)
+    assert order.started["hold"].wait(WAIT)
+    same_address = lanes_pool.submit(order.job("b1"), busy)
+    time.sleep(0.2)  # the free thread could take it now, were it not for the cap
+    other_address = lanes_pool.submit(order.job("f1"), other)
+
+    assert other_address.result(WAIT) == "f1"
+    assert not same_address.done()
+    order.release.set()
+    assert [f.result(WAIT) for f in (holding, same_address)] == ["hold", "b1"]
+    assert order.ran == ["hold", "f1", "b1"]
+
+
 def test_the_back_lane_takes_half_the_hashing_slots() -> None:
     assert [worker.back_lane_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 1, 4]
 
@@ -322,7 +346,8 @@ def test_gunicorn_serves_a_page_before_a_failed_sign_ins_next_request(
 def test_addresses_are_marked_only_when_clients_connect_directly(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, proxies: str, by_address: bool
 ) -> None:
-    """Behind a proxy every connection comes from the proxy: marking it would mark all."""
+    """Behind a proxy every connection comes from the proxy: marking or capping it would
+    mark or cap all."""
     monkeypatch.setenv("BASTION_INSTANCE_PATH", str(tmp_path))
     monkeypatch.setenv("BASTION_TRUSTED_PROXIES", proxies)
     lane_worker = LaneThreadWorker.__new__(LaneThreadWorker)
@@ -330,5 +355,6 @@ def test_addresses_are_marked_only_when_clients_connect_directly(
     lanes_pool = lane_worker.get_thread_pool()
     try:
         assert (lanes_pool.addresses is not None) is by_address
+        assert (lanes_pool.per_address is not None) is by_address
     finally:
         lanes_pool.shutdown(wait=True)

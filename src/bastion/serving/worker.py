@@ -25,7 +25,12 @@ documented `get_thread_pool` hook, with a `TwoLanePool`:
   lane still finds a hashing slot. Measured on 2 cores (one back-lane thread): p99 of the
   signed-in page 9 -> 15 ms during the flood; with two, 21 ms; with four, 55 ms;
 - a back-lane request that has waited `BACK_LANE_PATIENCE` seconds goes before the front
-  lane, so a steady page load can't starve sign-ins for good.
+  lane, so a steady page load can't starve sign-ins for good;
+- one client address (IPv6: its /64) runs on at most half the threads at once
+  (`client_threads`); its other requests wait, in their lane, behind other clients'. A
+  client that trickles its request body or never reads its answer holds its thread for
+  as long as it likes; with the cap, one address can't hold them all. Only when clients
+  connect directly, as for the address marks.
 
 Nothing is refused here: the back lane only waits. Refusing is the rate limits' and the
 hashing guard's work (security/rate_limit.py, security/hash_guard.py).
@@ -159,11 +164,12 @@ def _peer(conn: Any) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: taken out of its lane by identity
 class _Job:
     future: Future[Any]
     call: Callable[[], Any]
     back: bool
+    address: str | None = None  # the client's address key, when addresses are capped
     queued: float = field(default_factory=time.monotonic)
 
 
@@ -171,15 +177,22 @@ class TwoLanePool:
     """The part of `concurrent.futures.ThreadPoolExecutor` gthread uses, with two queues.
 
     `submit(fn, conn)` puts the call in the back lane when ``conn`` carries the back-lane
-    mark, or is new and comes from a marked address. All `threads` start at once
-    (gthread runs in the worker, after the fork).
+    mark, or is new and comes from a marked address. With `per_address`, a free thread
+    passes over the jobs of a client address that already runs that many. All `threads`
+    start at once (gthread runs in the worker, after the fork).
     """
 
     def __init__(
-        self, threads: int, back_limit: int, addresses: MarkedAddresses | None = None
+        self,
+        threads: int,
+        back_limit: int,
+        addresses: MarkedAddresses | None = None,
+        per_address: int | None = None,
     ) -> None:
         self.back_limit = max(1, back_limit)
         self.addresses = addresses
+        self.per_address = per_address
+        self._running_by_address: dict[str, int] = {}
         self._front: deque[_Job] = deque()
         self._back: deque[_Job] = deque()
         self._ready = threading.Condition()
@@ -194,7 +207,9 @@ class TwoLanePool:
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         back = bool(args) and self._goes_back(args[0])
-        job = _Job(Future(), lambda: fn(*args, **kwargs), back)
+        peer = _peer(args[0]) if args and self.per_address is not None else None
+        address = None if peer is None else _address_key(peer)
+        job = _Job(Future(), lambda: fn(*args, **kwargs), back, address)
         with self._ready:
             if self._stopping:
                 raise RuntimeError("cannot schedule new work after shutdown")
@@ -229,19 +244,52 @@ class TwoLanePool:
         with self._ready:
             return len(self._front), len(self._back)
 
+    def _first_allowed(self, lane: deque[_Job]) -> _Job | None:
+        """The first job in `lane` whose client address is under its thread cap."""
+        cap = self.per_address
+        for job in lane:
+            if job.address is None or cap is None:
+                return job
+            if self._running_by_address.get(job.address, 0) < cap:
+                return job
+        return None
+
     def _take(self) -> _Job | None:
         """The next job for a free thread (called with the condition held)."""
         while True:
-            back_open = bool(self._back) and self._back_running < self.back_limit
-            overdue = back_open and time.monotonic() - self._back[0].queued > BACK_LANE_PATIENCE
-            if self._front and not overdue:
-                return self._front.popleft()
-            if back_open:
+            front = self._first_allowed(self._front)
+            back = None
+            if self._back_running < self.back_limit:
+                back = self._first_allowed(self._back)
+            overdue = back is not None and time.monotonic() - back.queued > BACK_LANE_PATIENCE
+            if front is not None and not overdue:
+                self._front.remove(front)
+                return self._started(front)
+            if back is not None:
+                self._back.remove(back)
                 self._back_running += 1
-                return self._back.popleft()
+                return self._started(back)
             if self._stopping and not self._front:
                 return None
             self._ready.wait()
+
+    def _started(self, job: _Job) -> _Job:
+        if job.address is not None:
+            self._running_by_address[job.address] = self._running_by_address.get(job.address, 0) + 1
+        return job
+
+    def _finished(self, job: _Job) -> None:
+        """Give back the job's back-lane slot and address share (condition held)."""
+        if job.back:
+            self._back_running -= 1
+        if job.address is not None:
+            left = self._running_by_address[job.address] - 1
+            if left:
+                self._running_by_address[job.address] = left
+            else:
+                del self._running_by_address[job.address]
+        if self._front or self._back:
+            self._ready.notify()  # a job may have waited for this slot or share
 
     def _serve(self) -> None:
         while True:
@@ -254,16 +302,18 @@ class TwoLanePool:
                     job.future.set_result(job.call())
                 except BaseException as exc:  # handed to gthread, which closes the connection
                     job.future.set_exception(exc)
-            if job.back:
-                with self._ready:
-                    self._back_running -= 1
-                    if self._back:
-                        self._ready.notify()  # a back-lane job may wait for this slot
+            with self._ready:
+                self._finished(job)
 
 
 def back_lane_threads(hash_slots: int) -> int:
     """Threads the back lane may hold at once: half the hashing slots, at least one."""
     return max(1, hash_slots // 2)
+
+
+def client_threads(threads: int) -> int:
+    """Threads one client address may hold at once: half of them, at least one."""
+    return max(1, threads // 2)
 
 
 class LaneThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no type hints
@@ -275,11 +325,18 @@ class LaneThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no t
 
     def get_thread_pool(self) -> TwoLanePool:
         settings = Settings.from_env()
-        # Behind a proxy every connection comes from the proxy: marking it would mark all.
-        self.addresses = MarkedAddresses() if settings.trusted_proxies == 0 else None
+        # Behind a proxy every connection comes from the proxy: marking or capping it would
+        # mark or cap all.
+        direct = settings.trusted_proxies == 0
+        self.addresses = MarkedAddresses() if direct else None
         self.heads = HeadDeadlines()
         threading.Thread(target=self.heads.watch, name="head-deadlines", daemon=True).start()
-        return TwoLanePool(self.cfg.threads, back_lane_threads(settings.hash_slots), self.addresses)
+        return TwoLanePool(
+            self.cfg.threads,
+            back_lane_threads(settings.hash_slots),
+            self.addresses,
+            per_address=client_threads(self.cfg.threads) if direct else None,
+        )
 
     def handle(self, conn: Any) -> Any:
         lanes.begin()
