@@ -4,13 +4,17 @@ Controls proven (security/sessions.py, security/login.py): a new session id at l
 logout; the signed `__Host-session` cookie and its flags; server-side destruction at logout;
 idle and absolute timeouts; the server-side, revocable, never-fresh `__Host-remember` token;
 no remember-me for admins; revocation on password change; the short anonymous lifetime and
-its purge; Flask-Login's own (unrevocable) remember cookie switched off.
+its purge; Flask-Login's own (unrevocable) remember cookie switched off; stored records
+read as JSON only (a pickle written into the store is deleted, never unpickled).
 """
 
 from __future__ import annotations
 
+import pickle  # nosec B403: the tests write a pickle into the store, and prove nothing reads it
 from datetime import timedelta
 from http import HTTPStatus
+from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -200,6 +204,61 @@ def test_an_unsigned_session_id_is_refused(
 
     assert not is_signed_in(with_session(app, raw_id(genuine)))
     assert not is_signed_in(with_session(app, hash_id(raw_id(genuine))))
+
+
+class LeavesAMark:
+    """A pickle that, if anything ever unpickled it, would create `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return Path.touch, (self.marker,)
+
+
+def overwrite_record(app: Flask, signed_cookie: str, raw: bytes) -> None:
+    """Put `raw` where the session's record is stored, as someone with store access could."""
+    store = store_of(app)
+    key = hash_id(raw_id(signed_cookie))
+    if app.extensions["bastion.settings"].redis_url is not None:
+        store.client.set(store._key(key), raw)  # type: ignore[attr-defined]
+        return
+    table = store.table  # type: ignore[attr-defined]
+    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(table.update().where(table.c.key == key).values(data=raw.decode("latin-1")))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param("pickle", id="pickle"),
+        pytest.param(b'{"data": {}}', id="json-missing-fields"),
+        pytest.param(b"[1, 2]", id="json-list"),
+    ],
+)
+def test_a_stored_record_that_is_not_ours_is_never_unpickled_and_signs_nobody_in(
+    app: Flask, auth: AuthActions, tmp_path: Path, payload: bytes | str
+) -> None:
+    """Flask-Session could fall back to pickle.loads on stored data; our stores read JSON
+    only. A pickle (or damaged JSON) under a signed-in session's key is deleted and the
+    browser starts anew: no code runs, no 500, nobody signed in."""
+    marker = tmp_path / "unpickled"
+    raw = pickle.dumps(LeavesAMark(marker)) if payload == "pickle" else payload
+    assert isinstance(raw, bytes)
+    auth.create_user()
+    auth.login()
+    victim = cookie_value(auth.client)
+    assert victim is not None
+    other_device = app.test_client()
+    AuthActions(app, other_device).login()
+    overwrite_record(app, victim, raw)
+
+    assert not is_signed_in(with_session(app, victim))
+    assert not marker.exists()
+    assert stored_record(app, victim) is None  # deleted, not left to fail again
+    # The owner's other device still lists its sessions (the unreadable one left out).
+    assert other_device.get("/account/sessions").status_code == HTTPStatus.OK
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------------- timeouts

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import redis
 
-from bastion.security.session_store import SessionRecord, SessionStoreUnavailable
+from bastion.security.session_store import SessionRecord, SessionStoreUnavailable, readable
 
 
 class RedisSessionStore:
@@ -96,7 +96,7 @@ class RedisSessionStore:
                 self.client.srem(index, *gone)
         except redis.RedisError as exc:
             raise SessionStoreUnavailable from exc
-        return [SessionRecord.from_json(raw) for raw in raws if raw is not None]
+        return readable(SessionRecord.from_json, (raw for raw in raws if raw is not None))
 
     def list_all(
         self, *, user_id: int | None, now: datetime, idle_seconds: int, limit: int, offset: int
@@ -116,7 +116,8 @@ class RedisSessionStore:
                 )
                 for start in range(0, len(keys), 500):
                     raws = self.client.mget(keys[start : start + 500])
-                    records.extend(SessionRecord.from_json(raw) for raw in raws if raw is not None)
+                    present = (raw for raw in raws if raw is not None)
+                    records.extend(readable(SessionRecord.from_json, present))
             except redis.RedisError as exc:
                 raise SessionStoreUnavailable from exc
         idle = timedelta(seconds=idle_seconds)

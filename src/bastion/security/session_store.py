@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast
@@ -37,10 +38,31 @@ from bastion.core.db import Base
 from bastion.core.errors import DependencyUnavailable
 
 _M = TypeVar("_M", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
 class SessionStoreUnavailable(DependencyUnavailable):
     """The session store did not answer; the request must fail closed with a 503."""
+
+
+class UnreadableSession(ValueError):
+    """A stored record that is not one of ours: not JSON, or not a session's fields.
+
+    Never unpickled or guessed at. The session manager deletes it and starts the browser
+    on a new session (security/sessions.py); listings leave it out (`readable`).
+    """
+
+
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError)  # what parsing raises
+
+
+def readable(parse: Callable[[_T], SessionRecord], stored: Iterable[_T]) -> list[SessionRecord]:
+    """The records among `stored` that `parse` can read; an unreadable one is left out."""
+    records = []
+    for item in stored:
+        with suppress(UnreadableSession):
+            records.append(parse(item))
+    return records
 
 
 @dataclass
@@ -71,11 +93,14 @@ class SessionRecord:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> SessionRecord:
-        doc = json.loads(raw)
-        for name in ("created_at", "last_seen_at", "expires_at", "auth_at"):
-            if doc.get(name) is not None:
-                doc[name] = datetime.fromisoformat(doc[name])
-        return cls(**doc)
+        try:
+            doc = json.loads(raw)
+            for name in ("created_at", "last_seen_at", "expires_at", "auth_at"):
+                if doc.get(name) is not None:
+                    doc[name] = datetime.fromisoformat(doc[name])
+            return cls(**doc)
+        except _UNREADABLE as exc:
+            raise UnreadableSession from exc
 
 
 class SessionStore(Protocol):
@@ -127,12 +152,16 @@ def _row_values(record: SessionRecord) -> dict[str, Any]:
 
 
 def _record_from_row(row: RowMapping) -> SessionRecord:
-    payload = json.loads(row["data"])
+    try:
+        payload = json.loads(row["data"])
+        data, extra = payload["data"], payload.get("extra", {})
+    except _UNREADABLE as exc:
+        raise UnreadableSession from exc
     return SessionRecord(
         key=row["key"],
         user_id=row["user_id"],
-        data=payload["data"],
-        extra=payload.get("extra", {}),
+        data=data,
+        extra=extra,
         created_at=row["created_at"],
         last_seen_at=row["last_seen_at"],
         expires_at=row["expires_at"],
@@ -236,7 +265,7 @@ class SqlSessionStore:
     def list_for_user(self, user_id: int) -> list[SessionRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(self.table).where(self.table.c.user_id == user_id))
-            return [_record_from_row(row) for row in rows.mappings()]
+            return readable(_record_from_row, rows.mappings())
 
     @_db_unavailable
     def list_all(
@@ -260,7 +289,7 @@ class SqlSessionStore:
                 .limit(limit)
                 .offset(offset)
             )
-            return [_record_from_row(row) for row in rows.mappings()], int(total or 0)
+            return readable(_record_from_row, rows.mappings()), int(total or 0)
 
     @_db_unavailable
     def purge_expired(self, now: datetime, idle_seconds: int) -> int:

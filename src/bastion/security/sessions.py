@@ -42,6 +42,7 @@ from bastion.security.session_store import (
     SessionStore,
     SessionStoreUnavailable,
     SqlSessionStore,
+    UnreadableSession,
 )
 
 log = structlog.get_logger("bastion.sessions")
@@ -190,7 +191,7 @@ class SessionManager(SessionInterface):
         now = utcnow()
         if session.sid is not None:
             key = hash_id(session.sid)
-            record = self.store.get(key)
+            record = self._stored(key)
             if record is not None and self._alive(record, now):
                 session.record = record
                 session._data = dict(record.data)
@@ -200,6 +201,16 @@ class SessionManager(SessionInterface):
             session.sid = None
             session.clear_cookie = True
         self._restore_from_remember(session, now)
+
+    def _stored(self, key: str) -> SessionRecord | None:
+        """The record under `key`. One that is not ours (not our JSON: a pickle written into
+        Redis, a damaged row) is deleted and counts as none: the browser starts anew."""
+        try:
+            return self.store.get(key)
+        except UnreadableSession:
+            log.warning("unreadable session record deleted")
+            self.store.delete(key)
+            return None
 
     def _alive(self, record: SessionRecord, now: datetime) -> bool:
         return now < record.expires_at and now - record.last_seen_at < self.policy.idle
