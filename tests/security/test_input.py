@@ -293,6 +293,60 @@ def test_a_chunked_form_within_the_limit_is_read_whole(
     assert count_users(app) == 1
 
 
+# --------------------------------------------------------- form memory and part limits
+@pytest.mark.parametrize("encoding", ["multipart", "urlencoded"])
+def test_a_form_with_too_many_fields_is_refused(
+    app: Flask, client: FlaskClient, auth: AuthActions, encoding: str
+) -> None:
+    """MAX_FORM_PARTS (200): thousands of tiny fields cost the parser far more than their
+    bytes (werkzeug counts multipart parts only; Bastion counts url-encoded fields too).
+    The form is refused whole, before it is parsed; nothing is registered."""
+    fields = register_fields(auth.csrf("/auth/register"))
+    fields.update({f"extra{n}": b"" for n in range(app.config["MAX_FORM_PARTS"])})
+    if encoding == "multipart":
+        body = multipart(fields)
+        content_type = "multipart/form-data; boundary=bastion-test-boundary"
+    else:
+        body, content_type = urlencoded(fields), FORM
+
+    response = client.post("/auth/register", data=body, content_type=content_type)
+
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert count_users(app) == 0
+
+
+def test_a_form_with_just_enough_fields_is_read(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    fields = register_fields(auth.csrf("/auth/register"))
+    fields.update({f"extra{n}": b"" for n in range(app.config["MAX_FORM_PARTS"] - len(fields))})
+
+    response = client.post("/auth/register", data=urlencoded(fields), content_type=FORM)
+
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert count_users(app) == 1
+
+
+def test_a_multipart_field_over_the_memory_limit_is_refused(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    """MAX_FORM_MEMORY_SIZE (256 KiB) holds below the 1 MB body limit: one text part can't
+    make the parser hold more than that in memory. (A url-encoded body is read whole, so
+    only the 1 MB body limit bounds it.)"""
+    big = b"N" * (app.config["MAX_FORM_MEMORY_SIZE"] + 1)
+    assert len(big) < app.config["MAX_CONTENT_LENGTH"]
+    fields = register_fields(auth.csrf("/auth/register"), name=big)
+
+    response = client.post(
+        "/auth/register",
+        data=multipart(fields),
+        content_type="multipart/form-data; boundary=bastion-test-boundary",
+    )
+
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert count_users(app) == 0
+
+
 @pytest.mark.parametrize("path", ["/auth/confirm/%FF%FE", "/auth/confirm/%C3%28", "/setup/%FF"])
 def test_invalid_utf8_in_a_path_is_a_clean_4xx(client: FlaskClient, path: str) -> None:
     response = client.get(path)
