@@ -234,6 +234,7 @@ def overwrite_record(app: Flask, signed_cookie: str, raw: bytes) -> None:
         pytest.param("pickle", id="pickle"),
         pytest.param(b'{"data": {}}', id="json-missing-fields"),
         pytest.param(b"[1, 2]", id="json-list"),
+        pytest.param(b'{"data": 5}', id="json-wrong-types"),
     ],
 )
 def test_a_stored_record_that_is_not_ours_is_never_unpickled_and_signs_nobody_in(

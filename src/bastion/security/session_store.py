@@ -56,6 +56,22 @@ class UnreadableSession(ValueError):
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError)  # what parsing raises
 
 
+def _checked(record: SessionRecord) -> SessionRecord:
+    """`record` if its fields have the types the session code relies on; else unreadable
+    (valid JSON can still hold `"data": 5` or `"expires_at": null`)."""
+    times = (record.created_at, record.last_seen_at, record.expires_at)
+    if not (
+        isinstance(record.key, str)
+        and (record.user_id is None or isinstance(record.user_id, int))
+        and isinstance(record.data, dict)
+        and isinstance(record.extra, dict)
+        and all(isinstance(moment, datetime) for moment in times)
+        and (record.auth_at is None or isinstance(record.auth_at, datetime))
+    ):
+        raise UnreadableSession
+    return record
+
+
 def readable(parse: Callable[[_T], SessionRecord], stored: Iterable[_T]) -> list[SessionRecord]:
     """The records among `stored` that `parse` can read; an unreadable one is left out."""
     records = []
@@ -98,9 +114,10 @@ class SessionRecord:
             for name in ("created_at", "last_seen_at", "expires_at", "auth_at"):
                 if doc.get(name) is not None:
                     doc[name] = datetime.fromisoformat(doc[name])
-            return cls(**doc)
+            record = cls(**doc)
         except _UNREADABLE as exc:
             raise UnreadableSession from exc
+        return _checked(record)
 
 
 class SessionStore(Protocol):
@@ -157,17 +174,19 @@ def _record_from_row(row: RowMapping) -> SessionRecord:
         data, extra = payload["data"], payload.get("extra", {})
     except _UNREADABLE as exc:
         raise UnreadableSession from exc
-    return SessionRecord(
-        key=row["key"],
-        user_id=row["user_id"],
-        data=data,
-        extra=extra,
-        created_at=row["created_at"],
-        last_seen_at=row["last_seen_at"],
-        expires_at=row["expires_at"],
-        auth_at=row["auth_at"],
-        ip=row["ip"],
-        user_agent=row["user_agent"],
+    return _checked(
+        SessionRecord(
+            key=row["key"],
+            user_id=row["user_id"],
+            data=data,
+            extra=extra,
+            created_at=row["created_at"],
+            last_seen_at=row["last_seen_at"],
+            expires_at=row["expires_at"],
+            auth_at=row["auth_at"],
+            ip=row["ip"],
+            user_agent=row["user_agent"],
+        )
     )
 
 
