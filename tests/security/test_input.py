@@ -28,6 +28,7 @@ from tests.security.helpers import count_users, login_form
 
 LOGIN_FAILED = "Invalid email or password."
 FORM = "application/x-www-form-urlencoded"
+MULTIPART_FORM = "multipart/form-data; boundary=bastion-test-boundary"  # see `multipart`
 
 
 def page_text(response: TestResponse) -> str:
@@ -210,7 +211,7 @@ def test_invalid_utf8_in_a_multipart_body_is_refused_with_a_message(
     response = client.post(
         "/auth/register",
         data=multipart(fields),
-        content_type="multipart/form-data; boundary=bastion-test-boundary",
+        content_type=MULTIPART_FORM,
     )
 
     assert response.status_code == HTTPStatus.BAD_REQUEST
@@ -305,7 +306,7 @@ def test_a_form_with_too_many_fields_is_refused(
     fields.update({f"extra{n}": b"" for n in range(app.config["MAX_FORM_PARTS"])})
     if encoding == "multipart":
         body = multipart(fields)
-        content_type = "multipart/form-data; boundary=bastion-test-boundary"
+        content_type = MULTIPART_FORM
     else:
         body, content_type = urlencoded(fields), FORM
 
@@ -340,7 +341,7 @@ def test_a_multipart_field_over_the_memory_limit_is_refused(
     response = client.post(
         "/auth/register",
         data=multipart(fields),
-        content_type="multipart/form-data; boundary=bastion-test-boundary",
+        content_type=MULTIPART_FORM,
     )
 
     assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
