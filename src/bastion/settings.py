@@ -73,6 +73,9 @@ class Settings:
     http_port: int = 8080
     workers: int = 1
     threads: int = 8
+    # A request's client must move 500 bytes a second, measured over each this many seconds,
+    # while its body is read or its answer sent (serving/worker.py `ClientPace`).
+    slow_client_seconds: int = 20
     trusted_proxies: int = 0
     registration: Registration = Registration.OPEN
     # Two-factor authentication: whose accounts must enrol, and the data keys (Fernet, newest
@@ -273,6 +276,8 @@ class Settings:
             raise SettingsError("BASTION_PASSWORD_MIN_LENGTH may not be below 8")
         if self.trusted_proxies < 0:
             raise SettingsError("BASTION_TRUSTED_PROXIES may not be negative")
+        if self.slow_client_seconds < 1:
+            raise SettingsError("BASTION_SLOW_CLIENT_SECONDS must be at least 1")
         self._check_lockout()
         self._check_data_key()
         if self.env is not Environment.PRODUCTION:

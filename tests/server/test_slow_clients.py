@@ -3,28 +3,40 @@
 Controls proven: a connection whose request head has not arrived within HEAD_SECONDS of a
 thread taking it up is shut down (`HeadDeadlines`), so connections that send half a
 request and stop (slowloris) free their threads instead of holding them for as long as
-they stay open; and one client address runs on at most half the threads
-(`client_threads`), so a client that trickles its request bodies can't hold them all.
-Before these, as many such connections as the worker has threads stopped the server from
-answering anyone.
+they stay open; one client address runs on at most half the threads (`client_threads`),
+so a client that trickles its request bodies can't hold them all; and a client that sends
+its body or reads its answer slower than CLIENT_MIN_BYTES_PER_SECOND over a window of
+BASTION_SLOW_CLIENT_SECONDS is cut off (`ClientPace`), so a client with several addresses
+can't hold them all either. Before these, as many such connections as the worker has
+threads stopped the server from answering anyone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from bastion.serving import worker
-from bastion.serving.worker import HEAD_SECONDS, HeadDeadlines
-from tests.server.conftest import LOOPBACK, Serve, client_context, start_serve
+from bastion.serving.worker import (
+    CLIENT_MIN_BYTES_PER_SECOND,
+    HEAD_SECONDS,
+    ClientPace,
+    HeadDeadlines,
+    bytes_moved,
+)
+from tests.server.conftest import BIN, LOOPBACK, Serve, client_context, start_serve
 
 pytestmark = pytest.mark.server
 
@@ -172,3 +184,301 @@ def test_one_address_trickling_bodies_holds_at_most_half_the_threads(
 
 def test_a_client_address_gets_half_the_threads() -> None:
     assert [worker.client_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 1, 4]
+
+
+# ------------------------------------------------------------------ the client's pace
+@contextlib.contextmanager
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A loopback TCP connection (TCP_INFO needs TCP): (server side, client side)."""
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        client_side = socket.create_connection(listener.getsockname())
+        server_side, _ = listener.accept()
+    with server_side, client_side:
+        yield server_side, client_side
+
+
+def eventually(check: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_bytes_moved_counts_what_the_client_sent_and_acknowledged() -> None:
+    with tcp_pair() as (server_side, client_side):
+        received, acked = bytes_moved(server_side), bytes_moved(client_side)
+        assert received is not None
+        assert acked is not None
+
+        client_side.sendall(b"x" * 1000)
+        assert server_side.recv(2000) == b"x" * 1000
+
+        assert bytes_moved(server_side) == received + 1000  # received from its client
+        assert eventually(lambda: bytes_moved(client_side) == acked + 1000)  # acknowledged
+
+
+def test_a_client_below_the_rate_is_cut_and_the_blocked_read_ends() -> None:
+    pace = ClientPace(window=5.0)
+    with tcp_pair() as (server_side, client_side):
+        reader, got = blocked_reader(server_side)
+        pace.waiting(SimpleNamespace(sock=server_side))
+        assert pace.expire(100.0) == 0  # the window starts at the watchdog's first look
+        client_side.sendall(b"x")  # a trickle: 1 byte in a 5 s window
+        assert eventually(lambda: got == [b"x"])
+        reader, got = blocked_reader(server_side)
+
+        assert pace.expire(104.9) == 0  # the window isn't over yet
+        assert pace.expire(105.0) == 1
+        reader.join(5)
+        assert not reader.is_alive()
+        assert got == [b""]  # as if the client had gone: gthread closes the connection
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += sock.recv(size - len(data))
+    return data
+
+
+def test_a_client_that_keeps_the_rate_is_left_alone_window_after_window() -> None:
+    pace = ClientPace(window=2.0)
+    window_bytes = CLIENT_MIN_BYTES_PER_SECOND * 2
+    with tcp_pair() as (server_side, client_side):
+        pace.waiting(SimpleNamespace(sock=server_side))
+        pace.expire(0.0)
+        for window in (1, 2, 3):
+            client_side.sendall(b"x" * window_bytes)
+            read_exactly(server_side, window_bytes)
+            assert pace.expire(2.0 * window) == 0
+        client_side.sendall(b"still open")
+        assert read_exactly(server_side, 10) == b"still open"
+
+
+def test_a_connection_no_longer_waiting_on_its_client_is_left_alone() -> None:
+    pace = ClientPace(window=1.0)
+    with tcp_pair() as (server_side, client_side):
+        conn = SimpleNamespace(sock=server_side)
+        pace.waiting(conn)
+        pace.expire(0.0)
+        pace.done(conn)  # the app works now: its time is not the client's
+
+        assert pace.expire(60.0) == 0
+        client_side.sendall(b"still open")
+        assert read_exactly(server_side, 10) == b"still open"
+
+
+def test_a_client_that_stops_reading_the_answer_is_cut_and_the_blocked_write_ends() -> None:
+    pace = ClientPace(window=1.0)
+    with tcp_pair() as (server_side, client_side):
+        client_side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        failed: list[BaseException] = []
+
+        def write_answer() -> None:
+            try:
+                server_side.sendall(b"x" * (64 * 1024 * 1024))  # far more than the buffers
+            except OSError as exc:
+                failed.append(exc)
+
+        writer = threading.Thread(target=write_answer, daemon=True)
+        pace.waiting(SimpleNamespace(sock=server_side))
+        writer.start()
+        time.sleep(0.5)  # the buffers are full: sendall blocks
+        pace.expire(0.0)
+        time.sleep(0.5)
+
+        assert pace.expire(1.0) == 1
+        writer.join(5)
+        assert not writer.is_alive()
+        assert failed  # the write ended with an error: gthread closes the connection
+
+
+# A server whose clients must keep the pace over 2 s windows (the default is 20 s).
+PACE_SECONDS = 2
+
+
+@pytest.fixture(scope="module")
+def paced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    running = start_serve(
+        tmp_path_factory.mktemp("paced"),
+        BASTION_THREADS=str(THREADS),
+        BASTION_SLOW_CLIENT_SECONDS=str(PACE_SECONDS),
+        BASTION_RATELIMIT_DEFAULT="10000 per minute",
+    )
+    try:
+        yield running
+    finally:
+        running.process.stop()
+
+
+def trickle(conn: ssl.SSLSocket, stop: threading.Event) -> None:
+    """Send the body one byte every half second (2 bytes/s) until stopped or cut off."""
+    with contextlib.suppress(OSError):
+        while not stop.wait(0.5):
+            conn.sendall(b"a")
+
+
+def test_bodies_trickled_from_several_addresses_do_not_stop_the_server(
+    paced_server: Serve,
+) -> None:
+    """The address cap can't help here: one trickling body per address, on every thread."""
+    stop = threading.Event()
+    slow = [
+        trickled_body(paced_server.port, paced_server.cafile, f"127.0.0.{30 + n}")
+        for n in range(THREADS)
+    ]
+    tricklers = [threading.Thread(target=trickle, args=(conn, stop), daemon=True) for conn in slow]
+    try:
+        for trickler in tricklers:
+            trickler.start()
+        time.sleep(0.5)  # each has a thread now, reading its body
+        started = time.monotonic()
+
+        answer = probe(paced_server.port, paced_server.cafile, wait=PACE_SECONDS + 8)
+
+        assert answer == b"HTTP/1.1 200 OK"
+        assert time.monotonic() - started < PACE_SECONDS + 4
+        for conn in slow:  # the server cut the trickling connections off
+            conn.settimeout(5)
+            assert conn.recv(100) == b""
+    finally:
+        stop.set()
+        for conn in slow:
+            conn.close()
+
+
+def test_a_body_sent_slowly_but_above_the_rate_is_read_whole(paced_server: Serve) -> None:
+    body = b"email=a%40example.com&password=x&pad=" + b"p" * 3000
+    per_tick = 600  # 1,200 bytes/s: over twice the minimum, for three windows
+    with tls_connection(paced_server.port, paced_server.cafile, "127.0.0.40", wait=15) as conn:
+        conn.sendall(
+            b"POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for offset in range(0, len(body), per_tick):
+            conn.sendall(body[offset : offset + per_tick])
+            time.sleep(0.5)
+
+        status = conn.recv(100).split(b"\r\n")[0]
+    # Read whole, then refused for its missing CSRF token: an answer, not a cut connection.
+    assert status == b"HTTP/1.1 400 BAD REQUEST"
+
+
+# ------------------------------------------------------- a download that is never read
+PASSWORD = "slow reader orchard 4417 lantern"
+DOWNLOAD_BYTES = 12 * 1024 * 1024  # more than the socket buffers on both sides hold
+CSRF = re.compile(rb'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+class Browser:
+    """Just enough of a browser for one signed-in session over TLS: a cookie and tokens."""
+
+    def __init__(self, server: Serve) -> None:
+        self.server = server
+        self.cookie = ""
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str = ""
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPSConnection(
+            LOOPBACK, self.server.port, context=client_context(self.server.cafile), timeout=60
+        )
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            conn.request(method, path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        for cookie in response.msg.get_all("Set-Cookie") or []:
+            if cookie.startswith("__Host-session="):
+                self.cookie = cookie.split(";", 1)[0]
+        return response.status, dict(response.getheaders()), data
+
+    def token(self, path: str) -> str:
+        _, _, page = self.request("GET", path)
+        match = CSRF.search(page)
+        assert match is not None, f"no CSRF token on {path}"
+        return match.group(1).decode()
+
+
+def stored_document(server: Serve) -> tuple[str, str]:
+    """Sign a new user in and upload a large text file: (session cookie, document path)."""
+    created = subprocess.run(
+        [str(BIN / "bastion"), "users", "create", "--email", "slow@example.com", "--name", "S"],
+        input=PASSWORD + "\n",
+        env=server.env,
+        cwd=server.workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    browser = Browser(server)
+    form = f"email=slow%40example.com&password={PASSWORD.replace(' ', '+')}"
+    token = browser.token("/auth/login")
+    status, _, _ = browser.request(
+        "POST", "/auth/login", f"{form}&csrf_token={token}".encode(), URLENCODED
+    )
+    assert status == 303
+    token = browser.token("/documents/upload")
+    boundary = "slowreaderboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode() + (b"slow reader test line\n" * (DOWNLOAD_BYTES // 22 + 1))[:DOWNLOAD_BYTES]
+    body += f"\r\n--{boundary}--\r\n".encode()
+    status, headers, _ = browser.request(
+        "POST", "/documents/upload", body, f"multipart/form-data; boundary={boundary}"
+    )
+    assert status == 303, status
+    return browser.cookie, headers["Location"] + "/download"
+
+
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+def unread_download(server: Serve, cookie: str, path: str, source: str) -> ssl.SSLSocket:
+    """A download whose client reads nothing: the server's write blocks once buffers fill."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.bind((source, 0))
+    raw.connect((LOOPBACK, server.port))
+    conn = client_context(server.cafile).wrap_socket(raw, server_hostname=LOOPBACK)
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n".encode())
+    return conn
+
+
+def test_downloads_never_read_from_several_addresses_do_not_stop_the_server(
+    paced_server: Serve,
+) -> None:
+    cookie, path = stored_document(paced_server)
+    stalled = [
+        unread_download(paced_server, cookie, path, f"127.0.0.{50 + n}") for n in range(THREADS)
+    ]
+    try:
+        time.sleep(1.0)  # each holds a thread now, blocked writing the answer
+        started = time.monotonic()
+
+        answer = probe(paced_server.port, paced_server.cafile, wait=PACE_SECONDS + 8)
+
+        assert answer == b"HTTP/1.1 200 OK"
+        assert time.monotonic() - started < PACE_SECONDS + 4
+    finally:
+        for conn in stalled:
+            conn.close()
+
+    # A client that does read gets the whole file through the same paced writes.
+    browser = Browser(paced_server)
+    browser.cookie = cookie
+    status, _, data = browser.request("GET", path)
+    assert status == 200
+    assert len(data) == DOWNLOAD_BYTES

@@ -191,6 +191,7 @@ def test_the_generated_instance_key_is_found(tmp_path: Path) -> None:
         pytest.param({"WORKERS": "4"}, "BASTION_WORKERS > 1", id="workers-without-redis"),
         pytest.param({"PASSWORD_MIN_LENGTH": "7"}, "may not be below 8", id="weak-min-length"),
         pytest.param({"TRUSTED_PROXIES": "-1"}, "may not be negative", id="negative-proxies"),
+        pytest.param({"SLOW_CLIENT_SECONDS": "0"}, "at least 1", id="no-slow-client-window"),
     ],
 )
 def test_production_refuses_unsafe_settings_with_one_line(
