@@ -482,3 +482,32 @@ def test_downloads_never_read_from_several_addresses_do_not_stop_the_server(
     status, _, data = browser.request("GET", path)
     assert status == 200
     assert len(data) == DOWNLOAD_BYTES
+
+
+def test_half_sent_requests_on_every_redirector_thread_do_not_stop_it(
+    small_server: Serve,
+) -> None:
+    """The plain-HTTP redirector (4 threads) has the same head deadline as the app."""
+    stalled = []
+    for n in range(4):
+        conn = socket.create_connection(
+            (LOOPBACK, small_server.http_port), timeout=5, source_address=(f"127.0.0.{60 + n}", 0)
+        )
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        stalled.append(conn)
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        with socket.create_connection(
+            (LOOPBACK, small_server.http_port), timeout=HEAD_SECONDS + 5
+        ) as probe_conn:
+            probe_conn.sendall(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = b""
+            with contextlib.suppress(TimeoutError):
+                answer = probe_conn.recv(100).split(b"\r\n")[0]
+
+        assert answer.startswith(b"HTTP/1.1 301 ")
+        assert time.monotonic() - started < HEAD_SECONDS + 3
+    finally:
+        for conn in stalled:
+            conn.close()

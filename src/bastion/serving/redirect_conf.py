@@ -3,6 +3,9 @@
 `bastion serve` binds the port itself (so a busy port is a one-line refusal, not five
 retries) and hands the socket over as ``--bind fd://N``; run on its own, this binds
 BASTION_HOST:BASTION_HTTP_PORT. One process, a few threads: it only answers redirects.
+It runs the app's worker class (`bastion.serving.worker`) for its slow-client limits:
+with plain gthread, four connections that each sent half a request line held its four
+threads, and it answered nobody for as long as they stayed open.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ except SettingsError as exc:
 
 wsgi_app = "bastion.serving.redirect:create_app()"
 bind = [address(settings.host, settings.http_port)]
-worker_class = "gthread"
+worker_class = "bastion.serving.worker.LaneThreadWorker"
 workers = 1
 threads = 4
 timeout = 10
