@@ -74,7 +74,7 @@ class Settings:
     workers: int = 1
     threads: int = 8
     # A request's client must move 500 bytes a second, measured over each this many seconds,
-    # while its body is read or its answer sent (serving/worker.py `ClientPace`).
+    # while its body is read or its answer sent (serving/slow_clients.py `ClientPace`).
     slow_client_seconds: int = 20
     trusted_proxies: int = 0
     registration: Registration = Registration.OPEN

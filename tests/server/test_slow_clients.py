@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from bastion.serving import worker
-from bastion.serving.worker import (
+from bastion.serving.slow_clients import (
     CLIENT_MIN_BYTES_PER_SECOND,
     HEAD_SECONDS,
     ClientPace,

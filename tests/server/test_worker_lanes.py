@@ -24,9 +24,9 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from bastion.core import lanes
 from bastion.serving import worker
+from bastion.serving.slow_clients import HeadDeadlines
 from bastion.serving.worker import (
     BACK_LANE_ATTRIBUTE,
-    HeadDeadlines,
     LaneThreadWorker,
     MarkedAddresses,
     TwoLanePool,
