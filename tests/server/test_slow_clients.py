@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import re
 import socket
 import ssl
 import subprocess
@@ -36,6 +35,7 @@ from bastion.serving.slow_clients import (
     HeadDeadlines,
     bytes_moved,
 )
+from tests.conftest import csrf_token_from
 from tests.server.conftest import BIN, LOOPBACK, Serve, client_context, start_serve
 
 pytestmark = pytest.mark.server
@@ -370,7 +370,7 @@ def test_a_body_sent_slowly_but_above_the_rate_is_read_whole(paced_server: Serve
 # ------------------------------------------------------- a download that is never read
 PASSWORD = "slow reader orchard 4417 lantern"
 DOWNLOAD_BYTES = 12 * 1024 * 1024  # more than the socket buffers on both sides hold
-CSRF = re.compile(rb'name="csrf_token"[^>]*value="([^"]+)"')
+URLENCODED = "application/x-www-form-urlencoded"
 
 
 class Browser:
@@ -402,9 +402,7 @@ class Browser:
 
     def token(self, path: str) -> str:
         _, _, page = self.request("GET", path)
-        match = CSRF.search(page)
-        assert match is not None, f"no CSRF token on {path}"
-        return match.group(1).decode()
+        return csrf_token_from(page.decode())
 
 
 def stored_document(server: Serve) -> tuple[str, str]:
@@ -440,9 +438,6 @@ def stored_document(server: Serve) -> tuple[str, str]:
     )
     assert status == 303, status
     return browser.cookie, headers["Location"] + "/download"
-
-
-URLENCODED = "application/x-www-form-urlencoded"
 
 
 def unread_download(server: Serve, cookie: str, path: str, source: str) -> ssl.SSLSocket:
