@@ -206,24 +206,27 @@ def eventually(check: Any, seconds: float = 5.0) -> bool:
     return True
 
 
-def test_bytes_moved_counts_what_the_client_sent_and_acknowledged() -> None:
+def test_bytes_moved_counts_what_the_client_sent_or_acknowledged() -> None:
     with tcp_pair() as (server_side, client_side):
-        received, acked = bytes_moved(server_side), bytes_moved(client_side)
+        received = bytes_moved(server_side, sending=False)
+        acked = bytes_moved(client_side, sending=True)
+        answered = bytes_moved(server_side, sending=True)
         assert received is not None
         assert acked is not None
 
         client_side.sendall(b"x" * 1000)
         assert server_side.recv(2000) == b"x" * 1000
 
-        assert bytes_moved(server_side) == received + 1000  # received from its client
-        assert eventually(lambda: bytes_moved(client_side) == acked + 1000)  # acknowledged
+        assert bytes_moved(server_side, sending=False) == received + 1000  # from its client
+        assert eventually(lambda: bytes_moved(client_side, sending=True) == acked + 1000)
+        assert bytes_moved(server_side, sending=True) == answered  # it sent nothing
 
 
 def test_a_client_below_the_rate_is_cut_and_the_blocked_read_ends() -> None:
     pace = ClientPace(window=5.0)
     with tcp_pair() as (server_side, client_side):
         reader, got = blocked_reader(server_side)
-        pace.waiting(SimpleNamespace(sock=server_side))
+        pace.waiting(SimpleNamespace(sock=server_side), sending=False)
         assert pace.expire(100.0) == 0  # the window starts at the watchdog's first look
         client_side.sendall(b"x")  # a trickle: 1 byte in a 5 s window
         assert eventually(lambda: got == [b"x"])
@@ -247,7 +250,7 @@ def test_a_client_that_keeps_the_rate_is_left_alone_window_after_window() -> Non
     pace = ClientPace(window=2.0)
     window_bytes = CLIENT_MIN_BYTES_PER_SECOND * 2
     with tcp_pair() as (server_side, client_side):
-        pace.waiting(SimpleNamespace(sock=server_side))
+        pace.waiting(SimpleNamespace(sock=server_side), sending=False)
         pace.expire(0.0)
         for window in (1, 2, 3):
             client_side.sendall(b"x" * window_bytes)
@@ -261,7 +264,7 @@ def test_a_connection_no_longer_waiting_on_its_client_is_left_alone() -> None:
     pace = ClientPace(window=1.0)
     with tcp_pair() as (server_side, client_side):
         conn = SimpleNamespace(sock=server_side)
-        pace.waiting(conn)
+        pace.waiting(conn, sending=False)
         pace.expire(0.0)
         pace.done(conn)  # the app works now: its time is not the client's
 
@@ -270,7 +273,12 @@ def test_a_connection_no_longer_waiting_on_its_client_is_left_alone() -> None:
         assert read_exactly(server_side, 10) == b"still open"
 
 
-def test_a_client_that_stops_reading_the_answer_is_cut_and_the_blocked_write_ends() -> None:
+@pytest.mark.parametrize("chatty", [False, True], ids=["silent", "sending-meanwhile"])
+def test_a_client_that_stops_reading_the_answer_is_cut_and_the_blocked_write_ends(
+    chatty: bool,
+) -> None:
+    """Only the answer's bytes count while it is sent: bytes the client sends meanwhile
+    (pipelined junk the kernel buffers for a later request) don't keep it alive."""
     pace = ClientPace(window=1.0)
     with tcp_pair() as (server_side, client_side):
         client_side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -283,10 +291,12 @@ def test_a_client_that_stops_reading_the_answer_is_cut_and_the_blocked_write_end
                 failed.append(exc)
 
         writer = threading.Thread(target=write_answer, daemon=True)
-        pace.waiting(SimpleNamespace(sock=server_side))
+        pace.waiting(SimpleNamespace(sock=server_side), sending=True)
         writer.start()
         time.sleep(0.5)  # the buffers are full: sendall blocks
         pace.expire(0.0)
+        if chatty:
+            client_side.sendall(b"GET / HTTP/1.1\r\n" * 200)  # 3,200 bytes, never read
         time.sleep(0.5)
 
         assert pace.expire(1.0) == 1

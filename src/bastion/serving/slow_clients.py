@@ -81,12 +81,14 @@ class HeadDeadlines:
         return len(late)
 
 
-def bytes_moved(sock: Any) -> int | None:
-    """The bytes a TCP connection's client has acknowledged plus those received from it.
+def bytes_moved(sock: Any, sending: bool) -> int | None:
+    """The bytes a TCP connection's client has acknowledged (`sending`), or sent us.
 
     Read from the kernel's TCP_INFO (Linux), so it counts what really crossed the network:
     data the app wrote into socket buffers that the client never reads is not counted.
-    None where the socket can't tell (another OS, a Unix socket, a closed descriptor).
+    One direction only: a client that takes no answer must not stay alive by sending
+    bytes the kernel buffers for a request it will never get to. None where the socket
+    can't tell (another OS, a Unix socket, a closed descriptor).
     """
     option = getattr(socket, "TCP_INFO", None)
     if option is None:
@@ -98,12 +100,13 @@ def bytes_moved(sock: Any) -> int | None:
     if len(raw) < _TCP_INFO_LENGTH:
         return None
     acked, received = struct.unpack_from("=QQ", raw, _TCP_INFO_BYTES_AT)
-    return int(acked + received)
+    return int(acked if sending else received)
 
 
 @dataclass(eq=False)
 class _Wait:
     conn: Any
+    sending: bool  # writing the answer (else reading the body)
     since: float | None = None  # when the current window began (the watchdog's first look)
     moved: int = 0  # `bytes_moved` then
 
@@ -129,9 +132,9 @@ class ClientPace:
         self._waiting: dict[int, _Wait] = {}
         self._lock = threading.Lock()
 
-    def waiting(self, conn: Any) -> None:
+    def waiting(self, conn: Any, sending: bool) -> None:
         with self._lock:
-            self._waiting[id(conn)] = _Wait(conn)
+            self._waiting[id(conn)] = _Wait(conn, sending)
 
     def done(self, conn: Any) -> None:
         with self._lock:
@@ -145,7 +148,7 @@ class ClientPace:
         cut = 0
         with self._lock:
             for key, wait in list(self._waiting.items()):
-                moved = bytes_moved(wait.conn.sock)
+                moved = bytes_moved(wait.conn.sock, wait.sending)
                 if moved is None:
                     continue  # nothing to measure by: no limit (see docs/security.md)
                 if wait.since is None:
@@ -172,7 +175,7 @@ class _PacedInput:
         self._conn = conn
 
     def _wait(self, call: Callable[..., Any], *args: Any) -> Any:
-        self._pace.waiting(self._conn)
+        self._pace.waiting(self._conn, sending=False)
         try:
             return call(*args)
         finally:
@@ -201,7 +204,7 @@ class _PacedBody:
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._body:
-            self._pace.waiting(self._conn)
+            self._pace.waiting(self._conn, sending=True)
             yield chunk  # gunicorn writes it before asking for the next
             self._pace.done(self._conn)
 
