@@ -148,13 +148,13 @@ class ClientPace:
         cut = 0
         with self._lock:
             for key, wait in list(self._waiting.items()):
+                if wait.since is not None and now - wait.since < self.window:
+                    continue
                 moved = bytes_moved(wait.conn.sock, wait.sending)
                 if moved is None:
                     continue  # nothing to measure by: no limit (see docs/security.md)
                 if wait.since is None:
                     wait.since, wait.moved = now, moved
-                    continue
-                if now - wait.since < self.window:
                     continue
                 if moved - wait.moved >= self.min_rate * self.window:
                     wait.since, wait.moved = now, moved  # kept up: a new window
