@@ -20,10 +20,9 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -197,7 +196,7 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield server_side, client_side
 
 
-def eventually(check: Any, seconds: float = 5.0) -> bool:
+def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
     while not check():
         if time.monotonic() > deadline:
