@@ -16,7 +16,7 @@ from bastion.core.errors import DEPENDENCY_DOWN, register_error_handlers
 from bastion.core.logging import configure_logging
 from bastion.core.mail import build_mailer
 from bastion.extensions import login_manager
-from bastion.security import csrf, headers, rate_limit, sessions
+from bastion.security import csrf, headers, hosts, rate_limit, sessions
 from bastion.security.body_limit import enforce_body_limit
 from bastion.security.permissions import Permission
 from bastion.security.policy import assert_every_endpoint_declared, enforce_policy
@@ -42,8 +42,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
 
     # 3. Hooks that run before any session or database work, in this order:
-    #    request id, body-size limit, then the per-IP rate limits.
+    #    request id, the Host allow-list, body-size limit, then the per-IP rate limits.
     request_log.init_app(app)
+    hosts.init_app(app, settings.allowed_hosts)
     app.before_request(enforce_body_limit)
     rate_limit.init_app(app, settings)
 

@@ -11,11 +11,13 @@ import base64
 import binascii
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -52,6 +54,9 @@ DATA_KEY_FILE = "data_key"
 TEST_DATA_KEY = "dGVzdC1kYXRhLWtleS1ub3QtZm9yLXByb2R1Y3Rpb24="
 # NIST SP 800-63B-4 3.2.2: at most 100 consecutive failures before the password is disabled.
 NIST_MAX_FAILURES = 100
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# A DNS name or IPv4 address (optionally `.`-prefixed for its subdomains), or an IPv6 literal.
+_HOST_NAME = re.compile(r"\.?[a-z0-9-]+(\.[a-z0-9-]+)*|[0-9a-f]*:[0-9a-f:.]+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,10 @@ class Settings:
     # The URL users reach us at: links in mails and the HTTP->HTTPS redirect are built
     # from it, never from the Host header (host-header injection, OWASP Forgot Password CS).
     public_url: str = "https://127.0.0.1:8443"
+    # Host names the app answers for (comma-separated; `.example.org` allows its
+    # subdomains too). Empty: the public URL's host, and every loopback name when that is
+    # one (security/hosts.py). Any other Host header gets a 400.
+    trusted_hosts: str = ""
     host: str = "127.0.0.1"
     port: int = 8443
     http_port: int = 8080
@@ -190,6 +199,15 @@ class Settings:
         return tuple(int(part) for part in self.lockout_delays_minutes.split(",") if part.strip())
 
     @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """The host names of BASTION_TRUSTED_HOSTS, or those the public URL implies."""
+        listed = tuple(_ascii_host(part) for part in self.trusted_hosts.split(",") if part.strip())
+        if listed:
+            return listed
+        public = (urlsplit(self.public_url).hostname or "").lower()
+        return LOOPBACK_NAMES if public in LOOPBACK_NAMES else (public,)
+
+    @property
     def hash_slots(self) -> int:
         return self.hash_concurrency or os.cpu_count() or 1
 
@@ -278,6 +296,7 @@ class Settings:
             raise SettingsError("BASTION_TRUSTED_PROXIES may not be negative")
         if self.slow_client_seconds < 1:
             raise SettingsError("BASTION_SLOW_CLIENT_SECONDS must be at least 1")
+        self._check_hosts()
         self._check_lockout()
         self._check_data_key()
         if self.env is not Environment.PRODUCTION:
@@ -290,6 +309,17 @@ class Settings:
             raise SettingsError(
                 "rate limits are in-process (no BASTION_REDIS_URL) but BASTION_WORKERS > 1: "
                 "each process would count separately"
+            )
+
+    def _check_hosts(self) -> None:
+        try:
+            names = self.allowed_hosts
+        except UnicodeError:
+            names = ()
+        if not names or not all(_HOST_NAME.fullmatch(name) for name in names):
+            raise SettingsError(
+                "BASTION_TRUSTED_HOSTS must list host names like bastion.example.org or "
+                ".example.org, with no scheme or port (or set BASTION_PUBLIC_URL to an https URL)"
             )
 
     def _check_lockout(self) -> None:
@@ -308,6 +338,13 @@ class Settings:
             raise SettingsError(
                 "BASTION_HASH_CONCURRENCY and BASTION_HASH_WAIT_SECONDS must be >= 0"
             )
+
+
+def _ascii_host(entry: str) -> str:
+    """A host name as browsers send it (IDNA, lower-case), keeping a leading dot."""
+    name = entry.strip().lower()
+    dot = "." if name.startswith(".") else ""
+    return dot + name.removeprefix(".").encode("idna").decode("ascii")
 
 
 def _split_keys(raw: str | None) -> tuple[str, ...]:

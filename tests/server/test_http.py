@@ -87,6 +87,15 @@ def test_security_headers_on_a_404_through_gunicorn(server: Serve) -> None:
     assert b"gunicorn" not in body.lower()
 
 
+def test_a_forged_host_gets_a_400_through_gunicorn(server: Serve) -> None:
+    forged, body = get(server.port, "/auth/login", server.cafile, {"Host": "evil.example"})
+    assert forged.status == 400
+    assert b"does not answer for that host name" in body
+    assert b"evil.example" not in body
+    served, _ = get(server.port, "/auth/login", server.cafile)
+    assert served.status == 200
+
+
 def test_forwarded_headers_from_a_client_change_nothing(server: Serve) -> None:
     """BASTION_TRUSTED_PROXIES=0: X-Forwarded-For/-Proto from a client are not believed."""
     probe = f"/xff-probe-{secrets.token_hex(6)}"

@@ -192,6 +192,8 @@ def test_the_generated_instance_key_is_found(tmp_path: Path) -> None:
         pytest.param({"PASSWORD_MIN_LENGTH": "7"}, "may not be below 8", id="weak-min-length"),
         pytest.param({"TRUSTED_PROXIES": "-1"}, "may not be negative", id="negative-proxies"),
         pytest.param({"SLOW_CLIENT_SECONDS": "0"}, "at least 1", id="no-slow-client-window"),
+        pytest.param({"TRUSTED_HOSTS": "https://x.org"}, "TRUSTED_HOSTS", id="host-with-scheme"),
+        pytest.param({"TRUSTED_HOSTS": "x.org:443"}, "TRUSTED_HOSTS", id="host-with-port"),
     ],
 )
 def test_production_refuses_unsafe_settings_with_one_line(
