@@ -48,6 +48,10 @@ Two layers, one store (Flask-Limiter's storage and moving-window strategy):
 Every key part, IP or address, is counted whether or not an account exists, so a 429
 tells nothing about accounts.
 
+"Per IP" means per IPv4 address, or per IPv6 /64 (`security/client.py` `address_key`, applied
+in `key_for` to every ``ip.*`` and ``ip_user.*`` limit): one subscriber usually holds a whole
+/64 and could otherwise take a fresh address, and a fresh count, for every attempt.
+
 Keys: ``LIMITS:<prefix>rl/<name>/<hmac>/...`` where the HMAC is over the key parts with a key
 derived from SECRET_KEY, so an email address never appears in Redis (nor can it be
 recovered from a key by hashing guesses). The moving-window strategy makes every limit
@@ -94,7 +98,7 @@ from bastion.core.request_log import loggable_path
 from bastion.extensions import limiter
 from bastion.security import hash_guard
 from bastion.security import memory_limits as _registers_bastion_memory  # noqa: F401
-from bastion.security.client import client_ip
+from bastion.security.client import address_key, client_ip
 from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.rate_limit")
@@ -180,7 +184,13 @@ def _strategy() -> RateLimiter:
 
 
 def key_for(name: LimitName, *key_parts: str) -> str:
-    """Return the opaque identifier for these key parts (an HMAC, never the raw value)."""
+    """Return the opaque identifier for these key parts (an HMAC, never the raw value).
+
+    The first part of an `ip.*` or `ip_user.*` limit is the client's address; it counts by
+    `address_key` (an IPv6 client by its /64), whoever the caller is.
+    """
+    if name.value.startswith(("ip.", "ip_user.")) and key_parts:
+        key_parts = (address_key(key_parts[0]), *key_parts[1:])
     message = "\x1f".join((name.value, *key_parts)).encode("utf-8", "surrogatepass")
     return hmac.new(_limits().key_secret, message, hashlib.sha256).hexdigest()[:32]
 

@@ -44,7 +44,6 @@ its body and the answer's bytes (serving/slow_clients.py).
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections import OrderedDict, deque
@@ -56,6 +55,7 @@ from typing import Any
 from gunicorn.workers.gthread import ThreadWorker
 
 from bastion.core import lanes
+from bastion.security.client import address_key
 from bastion.serving.slow_clients import ClientPace, HeadDeadlines, PacedApp, watch
 from bastion.settings import Settings
 
@@ -74,7 +74,7 @@ class MarkedAddresses:
         self._lock = threading.Lock()
 
     def mark(self, address: str) -> None:
-        key = _address_key(address)
+        key = address_key(address)
         with self._lock:
             self._until[key] = time.monotonic() + ADDRESS_MARK_SECONDS
             self._until.move_to_end(key)
@@ -82,27 +82,10 @@ class MarkedAddresses:
                 self._until.popitem(last=False)
 
     def marked(self, address: str) -> bool:
-        key = _address_key(address)
+        key = address_key(address)
         with self._lock:
             until = self._until.get(key)
         return until is not None and until > time.monotonic()
-
-
-def _address_key(address: str) -> str:
-    """IPv4: the address. IPv6: its /64, which one subscriber usually holds whole.
-
-    An IPv4 client of a dual-stack socket arrives as ``::ffff:a.b.c.d``: its key is the
-    IPv4 address, or one /64 would hold every IPv4 client.
-    """
-    if ":" not in address:
-        return address
-    try:
-        ip = ipaddress.IPv6Address(address)
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    except ValueError:
-        return address
 
 
 def _peer(conn: Any) -> str | None:
@@ -157,7 +140,7 @@ class TwoLanePool:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         back = bool(args) and self._goes_back(args[0])
         peer = _peer(args[0]) if args and self.per_address is not None else None
-        address = None if peer is None else _address_key(peer)
+        address = None if peer is None else address_key(peer)
         job = _Job(Future(), lambda: fn(*args, **kwargs), back, address)
         with self._ready:
             if self._stopping:
