@@ -87,8 +87,8 @@ def register(
     existing = find_by_email(email)
     if existing is not None:
         # Repeated sign-ups must not turn into a mail bomb aimed at the address's owner:
-        # beyond `user.confirm` per hour, the same answer is given and nothing is sent.
-        if not rate_limit.hit(LimitName.USER_CONFIRM, email):
+        # beyond the confirmation limits, the same answer is given and nothing is sent.
+        if not confirmation_mail_allowed(email, actor):
             return
         if existing.confirmed_at is None:
             _send_confirmation(existing, mailer, site)
@@ -372,6 +372,17 @@ def record_login(user: User, actor: Actor, *, remember: bool) -> None:
     )
     db.session.commit()
     alerts.after_login_success(actor, user_id=user.id, email=user.email, role=user.role)
+
+
+def confirmation_mail_allowed(email: str, actor: Actor) -> bool:
+    """Spend `ip.confirm`, then `user.confirm`; True while both admit one more mail.
+
+    For the mails an existing address gets when it is registered again or signs in
+    unconfirmed: one inbox bombed from many addresses, or many inboxes from one.
+    """
+    return rate_limit.hit(LimitName.IP_CONFIRM, actor.ip or "unknown") and rate_limit.hit(
+        LimitName.USER_CONFIRM, email
+    )
 
 
 def resend_confirmation(user: User, mailer: Mailer, site: Site) -> None:

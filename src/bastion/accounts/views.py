@@ -206,7 +206,7 @@ def login() -> Response | tuple[str, int]:
         )
         if user is not None and user.confirmed_at is None:
             # The password was right, so telling its owner to confirm reveals nothing new.
-            if rate_limit.hit(LimitName.USER_CONFIRM, user.email):
+            if service.confirmation_mail_allowed(user.email, actor):
                 service.resend_confirmation(user, _mailer(), _site())
             form.email.errors.append(
                 "Confirm your email address first: we have sent you a new link."
