@@ -4,7 +4,9 @@ Controls proven: the access log writes the route pattern for token-bearing URLs
 (core/request_log.py); the structlog redaction of secret-named keys (core/logging.py); the
 audit service dropping secret-named details (audit/service.py); and every audited account
 path (register, confirm, login failure and success, remember-me, password change, CSRF
-failure, logout) keeping passwords, tokens and cookies to itself.
+failure, logout) keeping passwords, tokens and cookies to itself. A request refused for a
+missing permission is audited once, with its caller, address and endpoint, and without
+its cookie, CSRF token or query string (security/denials.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ PASSWORD = "quixotic-marmalade-telescope-48151"
 WRONG_PASSWORD = "zeppelin-harmonica-wrong-62342"
 NEW_PASSWORD = "obsidian-lighthouse-new-91827"
 FORGED_CSRF = "forged-csrf-token-value-ZX81-from-evil-example"
+QUERY_SECRET = "query-secret-7c41e0-in-a-denied-url"
+CALLER_IP = "198.51.100.23"
 
 
 class Captured:
@@ -208,6 +212,37 @@ def test_query_strings_are_not_logged(client: FlaskClient, logs: Captured) -> No
     access = [r for r in logs.records() if r.get("logger") == "bastion.access"]
     assert access
     assert "q-1f9e8d7c6b5a" not in logs.text
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_denied_request_is_audited_once_with_who_what_and_where_but_no_secret(
+    app: Flask, client: FlaskClient, auth: AuthActions, logs: Captured, method: str
+) -> None:
+    client.environ_base["REMOTE_ADDR"] = CALLER_IP
+    alice = auth.create_user()
+    auth.login()
+    csrf_token = auth.csrf("/")
+    session_cookie = cookie_value(client)
+    assert session_cookie is not None
+    url = f"/admin/users/invite?token={QUERY_SECRET}"
+    form = {"csrf_token": csrf_token} if method == "POST" else None
+
+    response = client.open(url, method=method, data=form)
+
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    [denial] = audit_rows(app, EventTag.AUTHZ_DENIED.value)
+    assert denial.actor_id == alice
+    assert denial.actor_email == "alice@example.com"
+    assert denial.ip == CALLER_IP
+    assert denial.target == "admin.invite"  # the endpoint, never the URL and its query
+    assert denial.outcome == "denied"
+    assert json.loads(denial.details) == {"missing": ["admin:users:manage"]}
+    assert denial.request_id == response.headers["X-Request-ID"]
+    secrets = {QUERY_SECRET, csrf_token, *secret_parts(session_cookie)}
+    row = audit_row_text(denial)
+    for secret in secrets:
+        assert secret not in row, f"a secret reached the denial: {secret[:6]}…"
+    assert_nowhere(app, logs, secrets)  # nor its log line, nor any other row
 
 
 def test_secret_named_log_fields_are_redacted(app: Flask, logs: Captured) -> None:
