@@ -1,10 +1,11 @@
-"""Small helpers the security tests share: cookies, the session store, audit rows, time."""
+"""Small helpers the security tests share: cookies, sessions, audit rows, time, the hash guard."""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from werkzeug.test import TestResponse
 from bastion.accounts.models import User
 from bastion.audit.models import AuditEvent
 from bastion.core.db import db
+from bastion.security import hash_guard
 from bastion.security.session_store import SessionRecord, SessionStore
 from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE, SessionManager, hash_id
 
@@ -150,6 +152,16 @@ def closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+@contextmanager
+def saturated_hash_guard() -> Iterator[None]:
+    """Hold every slot of the process's hashing guard for the block, as a flood would."""
+    guard = hash_guard.current()
+    with ExitStack() as held:
+        for _ in range(guard.slots):
+            held.enter_context(guard.slot())
+        yield
 
 
 def login_form(token: str, email: str, password: str, **extra: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from bastion.extensions import limiter
 from bastion.security import hash_guard, passwords, rate_limit
 from bastion.security.rate_limit import LimitName, RateLimited
 from tests.conftest import GOOD_PASSWORD, AuthActions, csrf_token_from
-from tests.security.helpers import Factory, audit_rows, closed_port
+from tests.security.helpers import Factory, audit_rows, closed_port, saturated_hash_guard
 
 VICTIM = "alice@example.com"
 WRONG = "not the password at all"
@@ -256,21 +256,14 @@ def test_a_saturated_hash_guard_refuses_at_once(
     app: Flask, client: FlaskClient, auth: AuthActions
 ) -> None:
     auth.create_user()
-    guard = hash_guard.current()
     token = csrf_token_from(client.get("/auth/login").get_data(as_text=True))
-    held = [guard.slot() for _ in range(guard.slots)]
-    for slot in held:
-        slot.__enter__()
-    try:
+    with saturated_hash_guard():
         before = passwords.verify_count()
         started = time.monotonic()
         response = client.post(
             "/auth/login", data={"email": VICTIM, "password": GOOD_PASSWORD, "csrf_token": token}
         )
         elapsed = time.monotonic() - started
-    finally:
-        for slot in held:
-            slot.__exit__(None, None, None)
 
     assert response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
     assert response.headers["Retry-After"] == "1"
@@ -340,14 +333,7 @@ def test_a_busy_hashing_guard_sends_the_connection_to_the_back_lane(
     app: Flask, client: FlaskClient, auth: AuthActions
 ) -> None:
     auth.create_user()
-    guard = hash_guard.current()
-    held = [guard.slot() for _ in range(guard.slots)]
-    for slot in held:
-        slot.__enter__()
-    try:
-        answers: list[Any] = []
+    answers: list[Any] = []
+    with saturated_hash_guard():
         assert after_request_lane(lambda: answers.append(login(client, password=GOOD_PASSWORD)))
-    finally:
-        for slot in held:
-            slot.__exit__(None, None, None)
     assert answers[0].status_code == HTTPStatus.SERVICE_UNAVAILABLE
