@@ -131,6 +131,8 @@ def reset_password(
     problems = password_problems(password, email=user.email, name=user.name, site=site)
     if problems:
         raise AccountError(" ".join(problems))
+    # Hashed first: a busy guard (503) must not find the second factor already spent.
+    new_hash = hash_guard.hash_password(password)
     # ASVS 6.4.3: a reset does not bypass the second factor.
     if mfa.has_totp(user.id) and (not code or mfa.verify_second_factor(user, code, actor) is None):
         raise WrongCode("That code is not correct.")
@@ -138,7 +140,7 @@ def reset_password(
         consume(TokenPurpose.RESET_PASSWORD, token)
     except InvalidToken:
         raise AccountError(INVALID_RESET) from None
-    user.password_hash = hash_guard.hash_password(password)
+    user.password_hash = new_hash
     user.password_changed_at = utcnow()
     if user.confirmed_at is None:
         user.confirmed_at = utcnow()  # the link proved the address

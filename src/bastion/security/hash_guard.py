@@ -18,11 +18,12 @@ verify made on behalf of a request goes through ``hash_password``/``verify_passw
   pages.
 
 Decision: the guard wraps the *callers*, not bastion.security.passwords, which stays a
-pure library usable from the CLI without an app. Login (accounts/service.py authenticate())
-and registration (register()) hash through ``hash_password``/``verify_password`` here;
-every other request-time hash (reset, re-authentication, password change, 2FA disable)
-should too. The guard runs after the rate limits, so a refused request has already been
-counted: the refusal is no cheaper way to probe.
+pure library usable from the CLI without an app. Every request-time hash and verify goes
+through ``hash_password``/``verify_password`` here: login, registration, re-authentication,
+password change, reset, email change and 2FA disable. The guard runs after the rate
+limits, so a refused request has already been counted: the refusal is no cheaper way to
+probe. A path that also spends something (a reset's second-factor code) hashes first, so a
+refusal leaves nothing spent.
 """
 
 from __future__ import annotations
