@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -19,10 +20,13 @@ from bastion.accounts.models import User
 from bastion.audit.models import AuditEvent
 from bastion.core.db import db
 from bastion.security import hash_guard
+from bastion.security.devices import DEVICE_COOKIE
 from bastion.security.session_store import SessionRecord, SessionStore
 from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE, SessionManager, hash_id
 
 EVIL_ORIGIN = "https://evil.example"
+CSRF_MESSAGE = "This form expired or was not sent from this site."
+CSRF_EVENT = "security.csrf.failure"
 
 
 def set_cookies(response: TestResponse) -> dict[str, dict[str, Any]]:
@@ -57,6 +61,12 @@ def with_session(app: Flask, value: str) -> FlaskClient:
 def with_remember(app: Flask, value: str) -> FlaskClient:
     fresh = app.test_client()
     fresh.set_cookie(REMEMBER_COOKIE, value)
+    return fresh
+
+
+def with_device(app: Flask, value: str) -> FlaskClient:
+    fresh = app.test_client()
+    fresh.set_cookie(DEVICE_COOKIE, value)
     return fresh
 
 
@@ -104,6 +114,13 @@ def audit_rows(app: Flask, event: str | None = None) -> list[AuditEvent]:
         rows = list(db.session.scalars(query))
         db.session.expunge_all()
         return rows
+
+
+def assert_csrf_refused(app: Flask, response: TestResponse, path: str) -> None:
+    """The app's CSRF answer: a 400 with its message, audited under the route `path`."""
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert CSRF_MESSAGE in response.get_data(as_text=True)
+    assert path in [row.target for row in audit_rows(app, CSRF_EVENT)]
 
 
 def audit_row_text(row: AuditEvent) -> str:

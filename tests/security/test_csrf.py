@@ -1,8 +1,9 @@
 """CSRF: forged, foreign and cross-site unsafe requests are refused, and each refusal is audited.
 
 Controls proven: Flask-WTF's synchronizer token on every unsafe method (security/csrf.py
-`csrf.protect()`), our Origin / Sec-Fetch-Site check in front of it, the 400 page and the
-`security.csrf.failure` audit event, and logout being POST-only.
+`csrf.protect()`), our Origin / Sec-Fetch-Site check in front of it (`Origin: null` only
+with `Sec-Fetch-Site: same-origin`), the 400 page and the `security.csrf.failure` audit
+event, and logout being POST-only.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.conftest import GOOD_PASSWORD, AuthActions, csrf_token_from
-from tests.security.helpers import EVIL_ORIGIN, audit_rows, count_users, is_signed_in, login_form
+from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
+from tests.security.helpers import (
+    CSRF_EVENT,
+    EVIL_ORIGIN,
+    assert_csrf_refused,
+    audit_rows,
+    count_users,
+    is_signed_in,
+    login_form,
+)
 
-CSRF_MESSAGE = "This form expired or was not sent from this site."
-CSRF_EVENT = "security.csrf.failure"
 NEW_PASSWORD = "a completely new passphrase"
-
-
-def assert_refused(app: Flask, response: TestResponse, path: str) -> None:
-    assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert CSRF_MESSAGE in response.get_data(as_text=True)
-    assert path in [row.target for row in audit_rows(app, CSRF_EVENT)]
+PUBLIC = "https://127.0.0.1:8443"
 
 
 # ------------------------------------------------------------------ no token at all
@@ -39,7 +41,7 @@ def test_login_without_token_is_refused_and_audited(
         "/auth/login", data={"email": "alice@example.com", "password": GOOD_PASSWORD}
     )
 
-    assert_refused(app, response, "/auth/login")
+    assert_csrf_refused(app, response, "/auth/login")
     assert not is_signed_in(client)
 
 
@@ -51,7 +53,7 @@ def test_logout_without_token_is_refused_and_keeps_the_session(
 
     response = client.post("/auth/logout")
 
-    assert_refused(app, response, "/auth/logout")
+    assert_csrf_refused(app, response, "/auth/logout")
     assert is_signed_in(client)
 
 
@@ -70,7 +72,7 @@ def test_password_change_without_token_is_refused(
         },
     )
 
-    assert_refused(app, response, "/account/")
+    assert_csrf_refused(app, response, "/account/")
     auth.logout()
     assert auth.login(password=GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
 
@@ -90,7 +92,7 @@ def test_register_without_token_is_refused_and_writes_nothing(
         },
     )
 
-    assert_refused(app, response, "/auth/register")
+    assert_csrf_refused(app, response, "/auth/register")
     assert count_users(app) == 0
 
 
@@ -104,7 +106,7 @@ def test_wrong_token_is_refused(app: Flask, client: FlaskClient, auth: AuthActio
         "/auth/login", data=login_form(forged, "alice@example.com", GOOD_PASSWORD)
     )
 
-    assert_refused(app, response, "/auth/login")
+    assert_csrf_refused(app, response, "/auth/login")
     assert not is_signed_in(client)
 
 
@@ -121,7 +123,7 @@ def test_token_from_another_session_is_refused(
         "/auth/login", data=login_form(attackers_token, "alice@example.com", GOOD_PASSWORD)
     )
 
-    assert_refused(app, response, "/auth/login")
+    assert_csrf_refused(app, response, "/auth/login")
     assert not is_signed_in(client)
 
 
@@ -152,7 +154,7 @@ def test_cross_site_post_with_a_valid_token_is_refused(
         headers=headers,
     )
 
-    assert_refused(app, response, "/auth/login")
+    assert_csrf_refused(app, response, "/auth/login")
     assert not is_signed_in(client)
 
 
@@ -211,8 +213,66 @@ def test_cross_site_logout_with_a_valid_token_is_refused(
         "/auth/logout", data={"csrf_token": token}, headers={"Sec-Fetch-Site": "cross-site"}
     )
 
-    assert_refused(app, response, "/auth/logout")
+    assert_csrf_refused(app, response, "/auth/logout")
     assert is_signed_in(client)
+
+
+# ------------------------------------------------ Origin: null from a no-referrer page
+def mailed_reset_path(auth: AuthActions, outbox: Outbox) -> str:
+    """Ask for a reset link for alice and return its path (the mail goes out on close)."""
+    token = auth.csrf("/auth/reset")
+    with auth.client.post(
+        "/auth/reset", data={"email": "alice@example.com", "csrf_token": token}
+    ) as response:
+        response.get_data()
+    return outbox.last_link("alice@example.com").removeprefix(PUBLIC)
+
+
+def post_new_password(client: FlaskClient, path: str, headers: dict[str, str]) -> TestResponse:
+    """Open the mailed reset page and post its form with a valid token and `headers`."""
+    page = client.get(path)
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    data = {
+        "password": NEW_PASSWORD,
+        "password_confirm": NEW_PASSWORD,
+        "csrf_token": csrf_token_from(page.get_data(as_text=True)),
+    }
+    return client.post(path, data=data, headers=headers)
+
+
+def test_origin_null_with_sec_fetch_same_origin_is_accepted_on_the_reset_page(
+    app: Flask, client: FlaskClient, auth: AuthActions, outbox: Outbox
+) -> None:
+    # Chromium posts a form of a `Referrer-Policy: no-referrer` page (here the mailed reset
+    # link) with `Origin: null`; Fetch Metadata vouches that it is our own page.
+    auth.create_user()
+    path = mailed_reset_path(auth, outbox)
+
+    response = post_new_password(
+        client, path, headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    )
+
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert response.headers["Location"] == "/auth/login"
+    assert audit_rows(app, CSRF_EVENT) == []
+    assert auth.login(password=NEW_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+
+
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site", "none"])
+def test_origin_null_is_refused_unless_sec_fetch_says_same_origin(
+    app: Flask, client: FlaskClient, auth: AuthActions, outbox: Outbox, fetch_site: str
+) -> None:
+    # A sandboxed frame or a data: URL elsewhere also sends `Origin: null`; only Fetch
+    # Metadata's `same-origin` makes it ours (a bare `null` is refused above).
+    auth.create_user()
+    path = mailed_reset_path(auth, outbox)
+
+    response = post_new_password(
+        client, path, headers={"Origin": "null", "Sec-Fetch-Site": fetch_site}
+    )
+
+    assert_csrf_refused(app, response, "/auth/reset/<token>")
+    assert auth.login(password=GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
 
 
 # ---------------------------------------------------------------- logout by GET

@@ -3,7 +3,11 @@
 Controls proven: the session signer accepts SECRET_KEY_FALLBACKS and re-signs the cookie
 with the new key (security/sessions.py `_unsign`, `stale_signature`); the remember-me
 cookie honours the current key only; mailed tokens verify under the fallbacks
-(security/tokens.py); without a fallback, old-key session cookies are refused.
+(security/tokens.py); without a fallback, old-key session cookies are refused. The device
+cookie (security/devices.py) is honoured through the fallbacks and not without them, and is
+re-signed with the new key when its browser signs in;
+Flask-WTF's CSRF tokens use the current key only; rate-limit counters start from zero
+under a new key (security/rate_limit.py derives their key HMAC from SECRET_KEY alone).
 """
 
 from __future__ import annotations
@@ -11,22 +15,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from http import HTTPStatus
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bastion.security.devices import DEVICE_COOKIE
 from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE
-from tests.conftest import AuthActions, Outbox, csrf_token_from
+from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
 from tests.security.helpers import (
+    assert_csrf_refused,
     cookie_value,
     is_deletion,
     is_signed_in,
+    login_form,
     raw_id,
     set_cookies,
+    with_device,
     with_remember,
     with_session,
 )
 
 NEW_KEY = "rotated-secret-key-" + "n" * 40
+WRONG = "not the password at all"
+LOCK_AFTER = 3  # below ip_user.login's 5 a minute, so one address can lock the account
 
 
 def test_session_survives_rotation_and_is_resigned_with_the_new_key(
@@ -114,3 +125,126 @@ def test_confirmation_link_is_refused_once_the_old_key_is_dropped(
     rotated = make_app(secret_key=NEW_KEY)
 
     assert rotated.test_client().get(path).status_code == HTTPStatus.BAD_REQUEST
+
+
+# ---------------------------------------------------------- Flask-WTF's CSRF tokens
+def test_a_form_opened_before_rotation_is_refused_after_it_and_works_once_reloaded(
+    app: Flask, client: FlaskClient, auth: AuthActions, make_app: Callable[..., Flask]
+) -> None:
+    # Flask-WTF signs its tokens with SECRET_KEY alone: the fallbacks don't reach them.
+    auth.create_user()
+    old_token = auth.csrf()
+    session = cookie_value(client)
+    assert session is not None
+    rotated = make_app(secret_key=NEW_KEY, secret_key_fallbacks=(app.secret_key,))
+    browser = with_session(rotated, session)  # the session itself survives the rotation
+
+    refused = browser.post(
+        "/auth/login", data=login_form(old_token, "alice@example.com", GOOD_PASSWORD)
+    )
+
+    assert_csrf_refused(rotated, refused, "/auth/login")
+    assert not is_signed_in(browser)
+    assert AuthActions(rotated, browser).login().status_code == HTTPStatus.SEE_OTHER
+    assert is_signed_in(browser)
+
+
+# ------------------------------------------------------------------ the device cookie
+def locked_out_owners_device(app: Flask, client: FlaskClient, auth: AuthActions) -> str:
+    """Sign the owner in once (a device cookie), then lock the account from elsewhere.
+
+    Returns the device cookie, signed with the app's (old) key.
+    """
+    auth.create_user()
+    assert auth.login().status_code == HTTPStatus.SEE_OTHER
+    device = cookie_value(client, DEVICE_COOKIE)
+    assert device is not None
+    attacker = AuthActions(app, app.test_client())
+    # From another address: the owner's own per-address budget stays untouched.
+    attacker.client.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+    for _ in range(LOCK_AFTER):
+        assert attacker.login(password=WRONG).status_code == HTTPStatus.UNAUTHORIZED
+    return device
+
+
+@pytest.mark.settings(lockout_threshold=LOCK_AFTER)
+def test_an_old_key_device_cookie_still_gets_into_a_locked_account_through_the_fallback(
+    app: Flask, client: FlaskClient, auth: AuthActions, make_app: Callable[..., Flask]
+) -> None:
+    device = locked_out_owners_device(app, client, auth)
+    rotated = make_app(
+        secret_key=NEW_KEY, secret_key_fallbacks=(app.secret_key,), lockout_threshold=LOCK_AFTER
+    )
+    stranger = rotated.test_client()
+    owner = with_device(rotated, device)
+
+    # The stranger goes first: the owner's success ends the lock for everyone.
+    strangers_try = AuthActions(rotated, stranger).login()
+    owners_try = AuthActions(rotated, owner).login()
+
+    assert strangers_try.status_code == HTTPStatus.UNAUTHORIZED  # the lock outlived the restart
+    assert owners_try.status_code == HTTPStatus.SEE_OTHER
+    assert is_signed_in(owner)
+
+
+@pytest.mark.settings(lockout_threshold=LOCK_AFTER)
+def test_an_old_key_device_cookie_is_no_help_once_the_fallback_is_dropped(
+    app: Flask, client: FlaskClient, auth: AuthActions, make_app: Callable[..., Flask]
+) -> None:
+    device = locked_out_owners_device(app, client, auth)
+    rotated = make_app(secret_key=NEW_KEY, lockout_threshold=LOCK_AFTER)
+    owner = with_device(rotated, device)
+
+    response = AuthActions(rotated, owner).login()
+
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert not is_signed_in(owner)
+
+
+@pytest.mark.settings(lockout_threshold=LOCK_AFTER)
+def test_a_device_signing_in_during_the_rotation_stays_trusted_after_it(
+    app: Flask, client: FlaskClient, auth: AuthActions, make_app: Callable[..., Flask]
+) -> None:
+    """A sign-in through the fallback re-signs the device cookie with the new key, so the
+    device is still known once the old key is dropped."""
+    rotated = make_app(
+        secret_key=NEW_KEY, secret_key_fallbacks=(app.secret_key,), lockout_threshold=LOCK_AFTER
+    )
+    settled = make_app(secret_key=NEW_KEY, lockout_threshold=LOCK_AFTER)
+    auth.create_user()
+    assert auth.login().status_code == HTTPStatus.SEE_OTHER
+    old_key_device = cookie_value(client, DEVICE_COOKIE)
+    assert old_key_device is not None
+    during = with_device(rotated, old_key_device)
+    assert AuthActions(rotated, during).login().status_code == HTTPStatus.SEE_OTHER
+    new_key_device = cookie_value(during, DEVICE_COOKIE)
+    assert new_key_device is not None
+    assert new_key_device != old_key_device
+    attacker = AuthActions(settled, settled.test_client())
+    attacker.client.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+    for _ in range(LOCK_AFTER):
+        assert attacker.login(password=WRONG).status_code == HTTPStatus.UNAUTHORIZED
+    owner = with_device(settled, new_key_device)
+
+    assert AuthActions(settled, owner).login().status_code == HTTPStatus.SEE_OTHER
+    assert is_signed_in(owner)
+
+
+# ------------------------------------------------------------------ rate-limit counters
+def test_rate_limit_counters_start_from_zero_under_a_rotated_key(
+    app: Flask, client: FlaskClient, auth: AuthActions, make_app: Callable[..., Flask]
+) -> None:
+    # The other apps are built before the guessing. In the embedded profile the in-process
+    # store belongs to the process-wide limiter, which every create_app replaces: built
+    # first, all three apps share one store, as scale-out nodes share Redis.
+    auth.create_user()
+    restarted = make_app()  # same key
+    rotated = make_app(secret_key=NEW_KEY, secret_key_fallbacks=(app.secret_key,))
+    for _ in range(5):  # ip_user.login: 5 a minute
+        assert auth.login(password=WRONG).status_code == HTTPStatus.UNAUTHORIZED
+
+    same_key = AuthActions(restarted, restarted.test_client()).login(password=WRONG)
+    new_key = AuthActions(rotated, rotated.test_client()).login(password=WRONG)
+
+    assert same_key.status_code == HTTPStatus.TOO_MANY_REQUESTS  # the count is shared
+    assert new_key.status_code == HTTPStatus.UNAUTHORIZED  # heard: the count starts afresh

@@ -228,7 +228,7 @@ def _remember_device(response: Response, user: User, device: devices.Device | No
     locked for everyone else (security/devices.py).
     """
     if device is not None and device.trusted_for(user.id):
-        value = request.cookies[devices.DEVICE_COOKIE]  # known browser: just extend it
+        value = device.cookie_value()  # known browser: extend it, under the current key
     else:
         service.notify_new_device(
             user,

@@ -58,6 +58,11 @@ class Device:
         """Count a failed attempt from this device (too many: the device is distrusted)."""
         rate_limit.hit(LimitName.DEVICE_FAILURE, self.nonce)
 
+    def cookie_value(self) -> str:
+        """This device's cookie signed with the current key: the same user and nonce (so
+        its counts carry on), valid once a rotation's fallback key is dropped."""
+        return _signer().sign(f"{self.user_id}.{self.nonce}").decode("ascii")
+
 
 def _signer() -> Signer:
     keys = [*current_app.config.get("SECRET_KEY_FALLBACKS", []), current_app.secret_key]
