@@ -80,7 +80,7 @@ def reset_request_mail(email: str, *, actor: Actor, site: Site) -> MailMessage |
         to=user.email,
         subject="Reset your Bastion password",
         body=(
-            f"Hello {user.name},\n\nSomeone (hopefully you) asked to reset the password of "
+            "Hello,\n\nSomeone (hopefully you) asked to reset the password of "
             "your Bastion account. The link works once, for 30 minutes:\n\n"
             f"{_link(site, '/auth/reset/' + token)}\n\n"
             "If you did not ask for this, ignore this message: your password stays as it is.\n"
@@ -185,7 +185,7 @@ def request_email_change(
         to=new,
         subject="Confirm your new Bastion email address",
         body=(
-            f"Hello {user.name},\n\nConfirm that this is the new email address of your Bastion "
+            "Hello,\n\nConfirm that this is the new email address of your Bastion "
             "account. Sign in as yourself, then open this link (it works once, for 24 hours):"
             f"\n\n{_link(site, '/account/email/confirm/' + token)}\n\n"
             "If you did not ask for this, ignore this message.\n"

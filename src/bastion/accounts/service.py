@@ -125,7 +125,7 @@ def _send_confirmation(user: User, mailer: Mailer, site: Site) -> None:
             to=user.email,
             subject="Confirm your Bastion account",
             body=(
-                f"Hello {user.name},\n\nConfirm your account within 48 hours:\n\n"
+                "Hello,\n\nConfirm your account within 48 hours:\n\n"
                 f"{_link(site, '/auth/confirm/' + token)}\n\n"
                 "If you did not register, ignore this message.\n"
             ),
@@ -295,7 +295,7 @@ def _account_locked(
             f"{until}. Browsers you have signed in with before can still sign in."
         )
     body = (
-        f"Hello {user.name},\n\nSomeone has repeatedly entered a wrong password for your "
+        "Hello,\n\nSomeone has repeatedly entered a wrong password for your "
         f"Bastion account. {state}\n\nIf this was you, unlock your account now (the link "
         f"works once, for 24 hours):\n\n{_link(site, '/auth/unlock/' + token)}\n\n"
         "If it wasn't you, someone may be guessing your password: unlock, then choose a new "
@@ -328,7 +328,7 @@ def notify_new_device(
             to=user.email,
             subject="New sign-in to your Bastion account",
             body=(
-                f"Hello {user.name},\n\nYour Bastion account was signed in to from a new "
+                "Hello,\n\nYour Bastion account was signed in to from a new "
                 f"device or browser:\n\n  when: {when}\n  address: {actor.ip or 'unknown'}"
                 f"\n  browser: {user_agent[:200] or 'unknown'}\n\nIf this was you, there is "
                 "nothing to do. If it wasn't, change your password now at "

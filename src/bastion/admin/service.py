@@ -553,7 +553,7 @@ def force_password_reset(user_id: int, *, actor: Actor, site: accounts.Site) -> 
         to=message.to,
         subject="An administrator reset your Bastion password",
         body=(
-            f"Hello {user.name},\n\nAn administrator of Bastion has reset the password of your "
+            "Hello,\n\nAn administrator of Bastion has reset the password of your "
             "account: the old one no longer works and you have been signed out everywhere. "
             "Choose a new password with this link; it works once, for 30 minutes:\n\n"
             f"{link.group(0)}\n\n"
