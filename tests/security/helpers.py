@@ -23,8 +23,10 @@ from bastion.security import hash_guard
 from bastion.security.devices import DEVICE_COOKIE
 from bastion.security.session_store import SessionRecord, SessionStore
 from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE, SessionManager, hash_id
+from tests.conftest import Outbox, csrf_token_from
 
 EVIL_ORIGIN = "https://evil.example"
+SUITE_PUBLIC_URL = "https://127.0.0.1:8443"  # Settings' default, which the suite keeps
 CSRF_MESSAGE = "This form expired or was not sent from this site."
 CSRF_EVENT = "security.csrf.failure"
 
@@ -179,6 +181,14 @@ def saturated_hash_guard() -> Iterator[None]:
         for _ in range(guard.slots):
             held.enter_context(guard.slot())
         yield
+
+
+def mailed_reset_path(client: FlaskClient, outbox: Outbox, email: str = "alice@example.com") -> str:
+    """Ask for a reset link for `email` from `client`; return its path (mailed on close)."""
+    token = csrf_token_from(client.get("/auth/reset").get_data(as_text=True))
+    with client.post("/auth/reset", data={"email": email, "csrf_token": token}) as response:
+        response.get_data()
+    return outbox.last_link(email).removeprefix(SUITE_PUBLIC_URL)
 
 
 def login_form(token: str, email: str, password: str, **extra: str) -> dict[str, str]:

@@ -24,10 +24,10 @@ from tests.security.helpers import (
     count_users,
     is_signed_in,
     login_form,
+    mailed_reset_path,
 )
 
 NEW_PASSWORD = "a completely new passphrase"
-PUBLIC = "https://127.0.0.1:8443"
 
 
 # ------------------------------------------------------------------ no token at all
@@ -218,16 +218,6 @@ def test_cross_site_logout_with_a_valid_token_is_refused(
 
 
 # ------------------------------------------------ Origin: null from a no-referrer page
-def mailed_reset_path(auth: AuthActions, outbox: Outbox) -> str:
-    """Ask for a reset link for alice and return its path (the mail goes out on close)."""
-    token = auth.csrf("/auth/reset")
-    with auth.client.post(
-        "/auth/reset", data={"email": "alice@example.com", "csrf_token": token}
-    ) as response:
-        response.get_data()
-    return outbox.last_link("alice@example.com").removeprefix(PUBLIC)
-
-
 def post_new_password(client: FlaskClient, path: str, headers: dict[str, str]) -> TestResponse:
     """Open the mailed reset page and post its form with a valid token and `headers`."""
     page = client.get(path)
@@ -246,7 +236,7 @@ def test_origin_null_with_sec_fetch_same_origin_is_accepted_on_the_reset_page(
     # Chromium posts a form of a `Referrer-Policy: no-referrer` page (here the mailed reset
     # link) with `Origin: null`; Fetch Metadata vouches that it is our own page.
     auth.create_user()
-    path = mailed_reset_path(auth, outbox)
+    path = mailed_reset_path(auth.client, outbox)
 
     response = post_new_password(
         client, path, headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}
@@ -265,7 +255,7 @@ def test_origin_null_is_refused_unless_sec_fetch_says_same_origin(
     # A sandboxed frame or a data: URL elsewhere also sends `Origin: null`; only Fetch
     # Metadata's `same-origin` makes it ours (a bare `null` is refused above).
     auth.create_user()
-    path = mailed_reset_path(auth, outbox)
+    path = mailed_reset_path(auth.client, outbox)
 
     response = post_new_password(
         client, path, headers={"Origin": "null", "Sec-Fetch-Site": fetch_site}

@@ -24,12 +24,12 @@ from tests.mfa_support import Clock, NewMail, enrol
 from tests.security.helpers import (
     audit_rows,
     cookie_value,
+    mailed_reset_path,
     saturated_hash_guard,
     stored_record,
 )
 
 NEW_PASSWORD = "harbour juniper cobalt 9041"
-PUBLIC = "https://127.0.0.1:8443"
 
 
 def assert_refused_while_saturated(client: FlaskClient, path: str, data: dict[str, str]) -> None:
@@ -105,9 +105,7 @@ def test_a_reset_is_refused_and_its_link_still_works(
     app: Flask, auth: AuthActions, client: FlaskClient, outbox: Outbox
 ) -> None:
     user_id = auth.create_user()
-    token = auth.csrf("/auth/reset")
-    submit(client, "/auth/reset", {"email": "alice@example.com", "csrf_token": token})
-    path = outbox.last_link("alice@example.com").removeprefix(PUBLIC)
+    path = mailed_reset_path(client, outbox)
     old_hash = password_hash(app, user_id)
     mail = NewMail(outbox)
     form = {
@@ -137,9 +135,7 @@ def test_a_reset_with_2fa_is_refused_and_keeps_its_recovery_code(
     auth.login()
     enrolled = enrol(client, Clock.install(monkeypatch))
     stranger = app.test_client()  # the reset runs from a browser that isn't signed in
-    token = csrf_token_from(stranger.get("/auth/reset").get_data(as_text=True))
-    submit(stranger, "/auth/reset", {"email": "alice@example.com", "csrf_token": token})
-    path = outbox.last_link("alice@example.com").removeprefix(PUBLIC)
+    path = mailed_reset_path(stranger, outbox)
     form = {
         "password": NEW_PASSWORD,
         "password_confirm": NEW_PASSWORD,
