@@ -254,6 +254,50 @@ def test_repeated_csrf_failures_from_one_ip(app: Flask) -> None:
     assert alert["target"] == f"repeated_denials:{ATTACKER}"
 
 
+# ------------------------------------------------------- an IPv6 /64 is one source
+def in_64(n: int) -> str:
+    """The n-th address of one IPv6 /64: what one subscriber may send from."""
+    return f"2001:db8:7:8::{n:x}"
+
+
+@pytest.mark.settings(alert_stuffing_failures=6, alert_stuffing_accounts=3)
+def test_stuffing_from_a_fresh_address_per_attempt_in_one_64_is_one_source(app: Flask) -> None:
+    victims = ["a@example.com", "b@example.com", "c@example.com"]
+    for n in range(5):
+        fail_login(app, in_64(n + 1), victims[n % 3])
+    assert alerts(app, "credential_stuffing") == []
+
+    fail_login(app, in_64(6), victims[2])
+
+    [alert] = alerts(app, "credential_stuffing")
+    assert alert["target"] == "credential_stuffing:2001:db8:7:8::/64"
+    assert (alert["details"]["failures"], alert["details"]["accounts"]) == (6, 3)
+    assert alert["ip"] == in_64(6)  # the row still names the exact address
+
+
+@pytest.mark.settings(alert_account_ips=2)
+def test_addresses_of_one_64_count_as_one_ip_on_an_account(app: Flask) -> None:
+    for n in range(3):
+        fail_login(app, in_64(n + 1), "target@example.com")
+    assert alerts(app, "account_many_ips") == []
+
+    fail_login(app, "2001:db8:7:9::1", "target@example.com")  # the next /64
+
+    [alert] = alerts(app, "account_many_ips")
+    assert alert["details"]["ips"] == 2
+
+
+def test_csrf_failures_from_a_fresh_address_each_in_one_64_add_up(app: Flask) -> None:
+    for n in range(4):
+        browser(app, in_64(n + 1)).client.post("/auth/login", data={"email": "x@example.com"})
+    assert alerts(app, "repeated_denials") == []
+
+    browser(app, in_64(5)).client.post("/auth/login", data={"email": "x@example.com"})
+
+    [alert] = alerts(app, "repeated_denials")
+    assert alert["target"] == "repeated_denials:2001:db8:7:8::/64"
+
+
 # -------------------------------------------------------------------------------- mail
 @pytest.mark.settings(alert_account_ips=2, alert_mail=True)
 def test_alert_mail_goes_to_the_active_admins(app: Flask, auth: Any, outbox: Outbox) -> None:

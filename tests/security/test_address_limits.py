@@ -1,7 +1,7 @@
 """Per-address limits count what one client holds, and ip.confirm is spent.
 
 Controls proven: an IPv6 client is counted by its /64 in every ``ip.*`` and ``ip_user.*``
-limit (security/client.py `address_key`, applied in rate_limit.key_for), so taking a fresh
+limit (core/addresses.py `address_key`, applied in rate_limit.key_for), so taking a fresh
 address for each attempt buys no fresh count; the mails an existing address gets when it is
 registered again or signs in unconfirmed spend ``ip.confirm`` as well as ``user.confirm``
 (accounts/service.py `confirmation_mail_allowed`).
@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bastion.security.client import address_key
+from bastion.core.addresses import address_key
 from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox
 from tests.security.test_rate_limits import assert_limited, login
 

@@ -23,6 +23,9 @@ class AuditEvent(Base):
     actor_id: Mapped[int | None] = mapped_column(index=True)
     actor_email: Mapped[str | None] = mapped_column(String(320))
     ip: Mapped[str | None] = mapped_column(String(64), index=True)
+    # What the alert rules group by: the address, or an IPv6 client's /64
+    # (core/addresses.py). Derived from `ip`, which the hash covers, so it is not hashed.
+    ip_key: Mapped[str | None] = mapped_column(String(64), index=True)
     event: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str | None] = mapped_column(String(320))
     outcome: Mapped[str] = mapped_column(String(16))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from bastion.audit.append import holds_chain_lock
 from bastion.audit.events import Actor, EventTag, Outcome
 from bastion.audit.models import AuditEvent
+from bastion.core.addresses import address_key
 from bastion.core.clock import utcnow
 from bastion.core.db import db
 
@@ -56,6 +57,7 @@ def build_event(
         actor_id=actor.user_id,
         actor_email=actor.email,
         ip=actor.ip,
+        ip_key=address_key(actor.ip) if actor.ip else None,
         event=tag.value,
         target=target,
         outcome=outcome.value,

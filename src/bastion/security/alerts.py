@@ -16,6 +16,10 @@ two indexed COUNT queries over ``audit_events`` in the rule's window:
   denials within BASTION_ALERT_DENIALS_MINUTES from one signed-in user (subject: the user),
   or from one IP for anonymous callers.
 
+In rules (a), (b) and (d), "an IP" is an IPv4 address or an IPv6 /64, as for the rate
+limits (core/addresses.py, stored as ``audit_events.ip_key``): a client that takes a fresh
+address in its /64 for every attempt is still one source.
+
 An alert is an audit event ``security.alert`` whose target is ``<kind>:<subject>`` and
 whose details carry the kind, the ``severity`` and the counts. At most one alert per
 (kind, subject) per window: the check for an earlier one and the insert happen under the
@@ -47,6 +51,7 @@ from bastion.audit import Actor, EventTag, Outcome
 from bastion.audit.append import holds_chain_lock, lock_chain
 from bastion.audit.models import AuditEvent
 from bastion.audit.service import build_event
+from bastion.core.addresses import address_key
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
 from bastion.core.mail import Mailer, MailMessage
@@ -169,17 +174,18 @@ def after_login_failure(actor: Actor, target: str) -> None:
         if session is None:
             return
         if actor.ip:
+            source = address_key(actor.ip)
             since = now - policy.stuffing_window
             failures, accounts = session.execute(
                 select(func.count(), func.count(distinct(AuditEvent.target))).where(
-                    failed, AuditEvent.ip == actor.ip, AuditEvent.created_at >= since
+                    failed, AuditEvent.ip_key == source, AuditEvent.created_at >= since
                 )
             ).one()
             if failures >= policy.stuffing_failures and accounts >= policy.stuffing_accounts:
                 _raise(
                     session,
                     AlertKind.CREDENTIAL_STUFFING,
-                    actor.ip,
+                    source,
                     actor,
                     window=policy.stuffing_window,
                     facts={"failures": failures, "accounts": accounts},
@@ -188,7 +194,7 @@ def after_login_failure(actor: Actor, target: str) -> None:
         target = target[:TARGET_MAX]
         since = now - policy.account_window
         ips = session.scalar(
-            select(func.count(distinct(AuditEvent.ip))).where(
+            select(func.count(distinct(AuditEvent.ip_key))).where(
                 failed, AuditEvent.target == target, AuditEvent.created_at >= since
             )
         )
@@ -247,7 +253,8 @@ def after_denial(actor: Actor) -> None:
         if actor.email:
             subject += f" ({actor.email})"
     elif actor.ip:
-        who, subject = AuditEvent.ip == actor.ip, actor.ip
+        subject = address_key(actor.ip)
+        who = AuditEvent.ip_key == subject
     else:
         return
     with _session() as session:

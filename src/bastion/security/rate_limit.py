@@ -48,7 +48,7 @@ Two layers, one store (Flask-Limiter's storage and moving-window strategy):
 Every key part, IP or address, is counted whether or not an account exists, so a 429
 tells nothing about accounts.
 
-"Per IP" means per IPv4 address, or per IPv6 /64 (`security/client.py` `address_key`, applied
+"Per IP" means per IPv4 address, or per IPv6 /64 (`core/addresses.py` `address_key`, applied
 in `key_for` to every ``ip.*`` and ``ip_user.*`` limit): one subscriber usually holds a whole
 /64 and could otherwise take a fresh address, and a fresh count, for every attempt.
 
@@ -93,12 +93,13 @@ from werkzeug.wrappers import Response
 
 from bastion.audit import Actor, EventTag, Outcome, record_failure
 from bastion.core import lanes
+from bastion.core.addresses import address_key
 from bastion.core.errors import error_response, handle_unavailable
 from bastion.core.request_log import loggable_path
 from bastion.extensions import limiter
 from bastion.security import hash_guard
 from bastion.security import memory_limits as _registers_bastion_memory  # noqa: F401
-from bastion.security.client import address_key, client_ip
+from bastion.security.client import client_ip
 from bastion.settings import Settings
 
 log = structlog.get_logger("bastion.rate_limit")

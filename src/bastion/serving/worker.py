@@ -55,7 +55,7 @@ from typing import Any
 from gunicorn.workers.gthread import ThreadWorker
 
 from bastion.core import lanes
-from bastion.security.client import address_key
+from bastion.core.addresses import address_key
 from bastion.serving.slow_clients import ClientPace, HeadDeadlines, PacedApp, watch
 from bastion.settings import Settings
 

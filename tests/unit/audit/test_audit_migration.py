@@ -1,4 +1,5 @@
-"""Migration 0002 chains the events an installation already has, on this run's backend."""
+"""Migrations of the audit table, on this run's backend: 0002 chains the events an
+installation already has, 0009 gives them the address key the alerts group by."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_existing_events_are_chained_in_id_order(database_url: str, tmp_path: Pa
                     },
                 )
 
-        upgrade(revision="0002")
+        upgrade()  # through 0002, which chains them, to the head the models describe
 
         result = verify_chain()
         assert result.ok, result.detail
@@ -67,7 +68,44 @@ def test_existing_events_are_chained_in_id_order(database_url: str, tmp_path: Pa
         assert seqs == [1, 2, 3, 4]
 
         downgrade(revision="0001")
-        upgrade(revision="0002")
+        upgrade()
         assert verify_chain(store=False).ok
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_existing_events_get_the_address_key_the_alerts_group_by(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Migration 0009 fills ip_key for the rows before it; the chain is left as it was."""
+    app = create_app(Settings.for_tests(instance_path=tmp_path, database_url=database_url))
+    enable_migrations(app)
+    addresses = ["192.0.2.1", "2001:db8:7:8::1", "2001:db8:7:8:ffff::2", "::ffff:192.0.2.9", None]
+    with app.app_context():
+        upgrade(revision="0008")
+        with db.engine.begin() as conn:
+            for n, address in enumerate(addresses):
+                conn.execute(
+                    text(
+                        "INSERT INTO audit_events (created_at, actor_id, actor_email, ip, event,"
+                        " target, outcome, details, request_id, seq, prev_hash, row_hash)"
+                        " VALUES (:at, NULL, NULL, :ip, 'auth.login.failure', NULL, 'failure',"
+                        " '{}', NULL, :seq, :h, :h)"
+                    ),
+                    {
+                        "at": datetime(2026, 1, 1, tzinfo=UTC),
+                        "ip": address,
+                        "seq": n + 1,
+                        "h": "0" * 64,
+                    },
+                )
+
+        upgrade(revision="0009")
+
+        with db.engine.connect() as conn:
+            keys = conn.execute(text("SELECT ip_key FROM audit_events ORDER BY id")).scalars().all()
+        assert keys == ["192.0.2.1", "2001:db8:7:8::/64", "2001:db8:7:8::/64", "192.0.2.9", None]
+        downgrade(revision="0008")
+        upgrade(revision="0009")
         db.session.remove()
         db.engine.dispose()
