@@ -89,6 +89,8 @@ def test_sign_in_visit_account_and_sign_out(live_server: LiveServer, watch: Watc
     expect(page.locator("body")).to_have_css("background-color", "rgb(247, 248, 250)")
     sign_in(watch, email)
     assert_page(watch, "/", "Welcome, Dana Example")
+    # COOP same-origin + COEP require-corp: the browser isolates the page from other sites.
+    assert page.evaluate("self.crossOriginIsolated") is True
 
     page.get_by_role("link", name="Account").click()
     assert_page(watch, "/account/", "Your account")

@@ -78,6 +78,7 @@ def assert_common_headers(response: TestResponse, hsts: str = HSTS) -> None:
         assert f"{feature}=()" in permissions
     assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
     assert headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     assert headers["X-XSS-Protection"] == "0"
     assert "Server" not in headers
     assert re.fullmatch(r"[0-9a-f]{16}", headers["X-Request-ID"])

@@ -32,6 +32,7 @@ SECURITY_HEADERS = (
     "Permissions-Policy",
     "Cross-Origin-Opener-Policy",
     "Cross-Origin-Resource-Policy",
+    "Cross-Origin-Embedder-Policy",
 )
 
 
