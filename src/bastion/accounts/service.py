@@ -15,6 +15,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from bastion.accounts import user_agents
 from bastion.accounts.models import User
 from bastion.audit import Actor, EventTag, Outcome, record, record_failure
 from bastion.core import lanes
@@ -322,6 +323,7 @@ def notify_new_device(
     record(EventTag.LOGIN_NEW_DEVICE, actor, target=user.email, details={"agent": user_agent[:200]})
     db.session.commit()
     when = utcnow().strftime("%Y-%m-%d %H:%M UTC")
+    browser = user_agents.describe_for_mail(user_agent)  # never the header's own words
     _send_quietly(
         mailer,
         MailMessage(
@@ -330,7 +332,7 @@ def notify_new_device(
             body=(
                 "Hello,\n\nYour Bastion account was signed in to from a new "
                 f"device or browser:\n\n  when: {when}\n  address: {actor.ip or 'unknown'}"
-                f"\n  browser: {user_agent[:200] or 'unknown'}\n\nIf this was you, there is "
+                f"\n  browser: {browser}\n\nIf this was you, there is "
                 "nothing to do. If it wasn't, change your password now at "
                 f"{_link(site, '/auth/reset')} and review your sessions at "
                 f"{_link(site, '/account/sessions')}.\n"
