@@ -314,6 +314,27 @@ def test_alert_mail_goes_to_the_active_admins(app: Flask, auth: Any, outbox: Out
     assert "/admin/" in sent[0].get_content()
 
 
+@pytest.mark.settings(alert_account_ips=2, alert_mail=True)
+def test_alert_mail_carries_no_word_an_attacker_typed(
+    app: Flask, auth: Any, outbox: Outbox
+) -> None:
+    """The subject of account_many_ips is whatever address was typed at sign-in."""
+    auth.create_user(ADMIN, role="admin")
+    lure = "confirm.your.admin.password.at.evil.example@evil.example"
+    before = len(outbox.messages())
+    fail_login(app, "198.51.100.1", lure)
+    fail_login(app, "198.51.100.2", lure)
+
+    [alert] = alerts(app, "account_many_ips")
+    assert alert["target"] == f"account_many_ips:{lure}"  # the dashboard still has it
+    [mail] = outbox.messages()[before:]
+    text = mail.get_content()
+    assert "evil.example" not in text
+    assert "confirm.your" not in text
+    assert "ips: 2" in text
+    assert "/admin/" in text
+
+
 @pytest.mark.settings(alert_account_ips=2)
 def test_no_alert_mail_by_default(app: Flask, auth: Any, outbox: Outbox) -> None:
     auth.create_user(ADMIN, role="admin")
