@@ -49,8 +49,12 @@ bp = Blueprint("documents", __name__, template_folder="templates", url_prefix="/
 MULTIPART_ALLOWANCE = 64 * 1024  # boundaries, part headers, the title and the CSRF token
 MAX_PAGE = 10_000
 # Whatever a stored file is, a browser that opens it gets no script, no plugins, no
-# same-origin powers and no subresources (standards-notes F7).
-FILE_CSP = "sandbox; default-src 'none'"
+# same-origin powers and no subresources (standards-notes F7). This policy replaces the
+# page policy (security/headers.py keeps a view's own), so it repeats the directives that
+# default-src does not cover: no other site may frame the file (ASVS 3.4.6).
+FILE_CSP = (
+    "sandbox; default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @bp.record

@@ -201,6 +201,13 @@ def test_quota_gives_a_clear_error(vault: Vault, alice: Person) -> None:
     assert vault.rows()["documents"] == 1
 
 
+# No script, no subresources, and no framing by another site (frame-ancestors is not
+# covered by default-src, and the page policy's is replaced by this one).
+FILE_POLICY = (
+    "sandbox; default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
 def test_image_preview_is_inline_and_sandboxed(alice: Person) -> None:
     image = alice.upload_ok("pixel.png", corpus("accept", "pixel.png"))
     text = alice.upload_ok("notes.txt", b"text")
@@ -212,8 +219,10 @@ def test_image_preview_is_inline_and_sandboxed(alice: Person) -> None:
     assert preview.get_data() == corpus("accept", "pixel.png")
     assert preview.headers["Content-Type"] == "image/png"
     assert preview.headers["Content-Disposition"].startswith("inline;")
-    assert preview.headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
+    assert preview.headers["Content-Security-Policy"] == FILE_POLICY
     assert alice.client.get(f"/documents/{text}/preview").status_code == HTTPStatus.NOT_FOUND
+    download = alice.client.get(f"/documents/{text}/download")
+    assert download.headers["Content-Security-Policy"] == FILE_POLICY
 
 
 def test_storage_gc_removes_stale_temp_files(vault: Vault, alice: Person) -> None:
