@@ -88,6 +88,38 @@ def test_ending_one_of_my_other_sessions_signs_that_device_out(
     assert len(keys_on(laptop.client.get("/account/sessions").get_data(as_text=True))) == 1
 
 
+def test_ending_another_session_needs_a_recent_sign_in(
+    https: Flask, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth.create_user()
+    laptop = Browser(https, FIREFOX)
+    phone = Browser(https, IPHONE)
+    laptop.auth.login()
+    phone.auth.login()
+    page = laptop.client.get("/account/sessions").get_data(as_text=True)
+    phone_key = KEY_RE.search(page, page.index("Mobile Safari"))
+    assert phone_key is not None
+    later = utcnow() + timedelta(minutes=11)
+    monkeypatch.setattr("bastion.security.freshness.utcnow", lambda: later)
+
+    token = csrf_token_from(page)
+    stale = laptop.client.post(
+        f"/account/sessions/{phone_key.group(1)}/revoke", data={"csrf_token": token}
+    )
+
+    assert stale.status_code == HTTPStatus.SEE_OTHER
+    assert stale.headers["Location"] == "/auth/reauth?next=/account/sessions"
+    assert phone.client.get("/").status_code == HTTPStatus.OK  # still signed in
+    reauth = laptop.client.post(
+        "/auth/reauth?next=/account/sessions",
+        data={"password": GOOD_PASSWORD, "csrf_token": token},
+    )
+    assert reauth.headers["Location"] == "/account/sessions"
+    monkeypatch.undo()
+    assert revoke(laptop.client, phone_key.group(1)) == HTTPStatus.SEE_OTHER
+    assert phone.client.get("/").status_code == HTTPStatus.FOUND
+
+
 def test_ending_the_current_session_signs_me_out(https: Flask, auth: AuthActions) -> None:
     auth.create_user()
     laptop = Browser(https, FIREFOX)

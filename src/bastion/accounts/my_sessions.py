@@ -21,7 +21,7 @@ from bastion.accounts.views import bp
 from bastion.audit import EventTag, record
 from bastion.core.db import db
 from bastion.security import sessions
-from bastion.security.freshness import recent_auth_required
+from bastion.security.freshness import is_fresh, recent_auth_required
 from bastion.security.identity import current_actor
 from bastion.security.policy import login_required
 
@@ -72,6 +72,12 @@ def revoke_my_session(key: str) -> Response:
     row = mine.get(key)
     if row is None:
         abort(HTTPStatus.NOT_FOUND)
+    if not row.current and not is_fresh():
+        # Ending another device's session needs a recent password (ASVS 7.5.2), so a
+        # stolen or forgotten-open session can't sign its owner's devices out; ending
+        # this one is a sign-out and needs none. Back to the list, not to this POST URL.
+        back = url_for("accounts.my_sessions")
+        return redirect(url_for("accounts.reauth", next=back), code=HTTPStatus.SEE_OTHER)
     record(
         EventTag.SESSION_REVOKE,
         current_actor(),
