@@ -9,7 +9,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
 
-from bastion.audit import Actor
+from bastion.audit import Actor, EventTag, record
 from bastion.audit.cli import audit
 from bastion.core.clock import utcnow
 from bastion.core.db import db
@@ -98,6 +98,26 @@ def sessions_purge() -> None:
     policy = manager().policy
     removed = manager().store.purge_expired(utcnow(), int(policy.idle.total_seconds()))
     click.echo(f"removed {removed} expired sessions")
+
+
+@sessions_group.command("revoke-all")
+@click.confirmation_option(
+    prompt="End every signed-in session and remember-me token of every user?"
+)
+@with_appcontext
+def sessions_revoke_all() -> None:
+    """End every user's sessions and remember-me tokens (incident response, ASVS 7.4.5).
+
+    Everyone signs in again with their password and second factor. Anonymous sessions hold
+    no one's identity and are left to expire.
+    """
+    from bastion.accounts.models import User
+    from bastion.security.sessions import revoke_user_sessions
+
+    ended = sum(revoke_user_sessions(user_id) for user_id in db.session.scalars(select(User.id)))
+    record(EventTag.SESSIONS_REVOKE_ALL, Actor.system(), details={"sessions": ended})
+    db.session.commit()
+    click.echo(f"ended {ended} sessions; every user must sign in again")
 
 
 keys = click.Group("keys", help="Key rotation helpers.")

@@ -31,6 +31,7 @@ class EventTag(StrEnum):
     ADMIN_USER_ENABLE = "admin.user.enable"
     ADMIN_SESSIONS_REVOKE = "admin.user.sessions.revoke"
     ADMIN_SESSION_REVOKE = "admin.session.revoke"
+    SESSIONS_REVOKE_ALL = "admin.sessions.revoke_all"  # `bastion sessions revoke-all`
     ADMIN_AUDIT_EXPORT = "admin.audit.export"
     # Recovery, account changes, 2FA and session control (accounts/recovery.py, mfa_views.py,
     # my_sessions.py).

@@ -14,6 +14,7 @@ from flask import Flask
 from bastion.audit import EventTag
 from bastion.core.clock import utcnow
 from bastion.security.session_store import SessionRecord, SessionStore
+from bastion.security.sessions import remember_tokens_for
 from tests.functional.admin.conftest import ADMIN_EMAIL, Console, events, user_row
 
 REVOKE = re.compile(r'action="/admin/sessions/([0-9a-f]{64})/revoke"')
@@ -165,3 +166,26 @@ def test_sessions_are_paginated(app: Flask, admin: Console, auth: Any) -> None:
     assert "Showing 26 to 30 of 30." in filtered
     assert "email=bob@example.com&amp;page=1" in filtered
     assert admin.get("/admin/sessions?page=x").status_code == HTTPStatus.BAD_REQUEST
+
+
+def test_the_cli_ends_every_users_sessions_and_remember_tokens(app: Flask, browser: Any) -> None:
+    from bastion.cli import main
+
+    bob = browser("bob@example.com", remember=True)
+    carol = browser("carol@example.com")
+    runner = app.test_cli_runner()
+
+    refused = runner.invoke(main, ["sessions", "revoke-all"], input="n\n")
+    assert refused.exit_code != 0
+    assert bob.client.get("/").status_code == HTTPStatus.OK  # nothing without a yes
+
+    done = runner.invoke(main, ["sessions", "revoke-all", "--yes"])
+
+    assert done.exit_code == 0, done.output
+    assert "ended 2 sessions" in done.output
+    for person in (bob, carol):
+        assert person.client.get("/").status_code == HTTPStatus.FOUND  # to the sign-in page
+    with app.app_context():
+        assert remember_tokens_for(user_row(app, "bob@example.com").id) == 0
+    [event] = events(app, EventTag.SESSIONS_REVOKE_ALL.value)
+    assert event["details"] == {"sessions": 2}
