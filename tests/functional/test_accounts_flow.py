@@ -131,3 +131,28 @@ def test_registering_an_existing_address_again_and_again_is_no_mail_bomb(
 
     assert answers == [HTTPStatus.SEE_OTHER] * 5  # the same answer every time
     assert len([m for m in outbox.messages() if m["To"] == "alice@example.com"]) == 2
+
+
+@pytest.mark.parametrize("role", ["user", "admin"])
+def test_every_signed_in_page_offers_sign_out(
+    app: Flask, client: FlaskClient, auth: AuthActions, role: str
+) -> None:
+    """ASVS 7.4.4: sign-out is visible on every page a signed-in person can open."""
+    auth.create_user(role=role)
+    auth.login()
+    paths = sorted(
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if "GET" in (rule.methods or set())
+        and not rule.arguments
+        and rule.endpoint not in {"static", "accounts.logout"}
+    )
+    pages = 0
+    for path in paths:
+        answer = client.get(path)
+        if answer.status_code != HTTPStatus.OK or answer.mimetype != "text/html":
+            continue
+        pages += 1
+        html = answer.get_data(as_text=True)
+        assert 'action="/auth/logout"' in html, path
+    assert pages >= (20 if role == "admin" else 15), pages  # the walk really happened
