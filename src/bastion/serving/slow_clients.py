@@ -13,6 +13,9 @@ the client had gone and gthread closes the connection:
 Hand-written because gunicorn has no such limits (its `timeout` is the worker's heartbeat)
 and a socket option can't provide them: Python's ssl module retries a read that
 SO_RCVTIMEO interrupts.
+
+The same wrapper of `wsgi.input` turns a body that breaks its framing into a 400 that
+closes the connection (`MalformedBody`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import BadRequest
 
 HEAD_SECONDS = 10.0  # a request thread waits this long at most for the TLS handshake + head
 CHECK_SECONDS = 1.0  # how often the watchdog looks
@@ -166,18 +172,35 @@ class ClientPace:
         return cut
 
 
-class _PacedInput:
-    """`wsgi.input` whose reads mark the connection as waiting on its client."""
+class MalformedBody(BadRequest):
+    """The request body broke its HTTP/1.1 framing while the app read it.
 
-    def __init__(self, body: Any, pace: ClientPace, conn: Any) -> None:
+    gunicorn checks a chunked body only as it is read: a bad chunk size or chunk
+    terminator, or a bad trailer, raises its own parse error from `wsgi.input`, which the
+    app knew nothing of. It became a 500, logged as an unhandled exception, answered with
+    `Connection: keep-alive`; gunicorn then failed on the same bytes and wrote a second,
+    unasked-for 400 on the connection. A 400 that closes the connection instead.
+    """
+
+
+class _PacedInput:
+    """`wsgi.input` whose reads mark the connection as waiting on its client, and whose
+    framing errors are a `MalformedBody`."""
+
+    def __init__(self, body: Any, pace: ClientPace, conn: Any, req: Any) -> None:
         self._body = body
         self._pace = pace
         self._conn = conn
+        self._req = req  # gunicorn's request: its connection ends after a framing error
 
     def _wait(self, call: Callable[..., Any], *args: Any) -> Any:
         self._pace.waiting(self._conn, sending=False)
         try:
             return call(*args)
+        except ParseException as exc:
+            # Nothing after this point on the connection can be framed: no keep-alive.
+            self._req.force_close()
+            raise MalformedBody from exc
         finally:
             self._pace.done(self._conn)
 
@@ -218,8 +241,9 @@ class _PacedBody:
 class PacedApp:
     """WSGI middleware: the request's body reads and answer writes are paced (`ClientPace`).
 
-    The connection comes from the worker's thread-local `serving.conn`; without one (a
-    request not served by `LaneThreadWorker`) the app is called as it is.
+    The connection and gunicorn's request come from the worker's thread-local
+    `serving.conn` and `serving.req`; without a connection (a request not served by
+    `LaneThreadWorker`) the app is called as it is.
     """
 
     def __init__(self, app: Any, pace: ClientPace, serving: threading.local) -> None:
@@ -231,7 +255,9 @@ class PacedApp:
         conn = getattr(self.serving, "conn", None)
         if conn is None:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
-        environ["wsgi.input"] = _PacedInput(environ["wsgi.input"], self.pace, conn)
+        environ["wsgi.input"] = _PacedInput(
+            environ["wsgi.input"], self.pace, conn, self.serving.req
+        )
         return _PacedBody(self.app(environ, start_response), self.pace, conn)
 
 

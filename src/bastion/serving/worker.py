@@ -299,8 +299,10 @@ class LaneThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no t
         """The head is in: from here the app and the client's pace take over."""
         self.heads.done(conn)
         self.serving.conn = conn
+        self.serving.req = req
         try:
             return super().handle_request(req, conn)
         finally:
             self.serving.conn = None
+            self.serving.req = None
             self.pace.done(conn)
