@@ -149,3 +149,35 @@ def test_downloads_and_shares_are_rate_limited_per_user(alice: Person) -> None:
     assert alice.client.get(path).status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert alice.share(document_id, "a@example.com").status_code == HTTPStatus.SEE_OTHER
     assert alice.share(document_id, "b@example.com").status_code == HTTPStatus.TOO_MANY_REQUESTS
+
+
+@pytest.mark.parametrize(
+    "validators",
+    [
+        {"Range": "bytes=0-3"},
+        {"Range": "bytes=-4"},
+        {"If-None-Match": "*"},
+        {"If-Modified-Since": "Mon, 01 Jan 2035 00:00:00 GMT"},
+    ],
+    ids=["range", "suffix-range", "if-none-match", "if-modified-since"],
+)
+def test_a_file_answer_is_never_cached_and_range_or_validators_change_nothing(
+    alice: Person, bob: Person, validators: dict[str, str]
+) -> None:
+    """A shared cache must not keep a file, and a partial or conditional request gets no
+    way around the access check: the whole file to a reader, 404 to anyone else."""
+    data = corpus("accept", "pixel.png")
+    document_id = alice.upload_ok("pixel.png", data)
+
+    for route in ("download", "preview"):
+        path = f"/documents/{document_id}/{route}"
+        served = alice.client.get(path, headers=validators)
+        refused = bob.client.get(path, headers=validators)
+
+        assert served.status_code == HTTPStatus.OK
+        assert served.get_data() == data
+        assert served.headers["Cache-Control"] == "no-store"
+        assert "Cookie" in served.headers.get("Vary", "")
+        assert "ETag" not in served.headers
+        assert refused.status_code == HTTPStatus.NOT_FOUND
+        assert refused.headers["Cache-Control"] == "no-store"

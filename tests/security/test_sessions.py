@@ -206,6 +206,25 @@ def test_an_unsigned_session_id_is_refused(
     assert not is_signed_in(with_session(app, hash_id(raw_id(genuine))))
 
 
+@pytest.mark.parametrize("name", ["session", "__host-session", "__Secure-session"])
+def test_a_session_id_under_a_name_a_sibling_site_could_set_signs_nobody_in(
+    app: Flask, client: FlaskClient, auth: AuthActions, name: str
+) -> None:
+    """Only `__Host-` cookies are safe from a sibling subdomain or a plain-HTTP page: the
+    browser lets those set a cookie under any other name (Domain= the parent, or no
+    Secure). An attacker's own signed-in id planted under such a name must not sign the
+    victim into the attacker's account (session fixation, login CSRF)."""
+    auth.create_user()
+    auth.login()
+    attackers = cookie_value(client)
+    assert attackers is not None
+
+    planted = app.test_client()
+    planted.set_cookie(name, attackers)
+
+    assert not is_signed_in(planted)
+
+
 class LeavesAMark:
     """A pickle that, if anything ever unpickled it, would create `marker`."""
 
