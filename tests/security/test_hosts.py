@@ -129,3 +129,18 @@ def test_a_forged_host_cannot_vouch_for_its_own_origin(
     with app.app_context():
         events = db.session.scalars(select(AuditEvent.event)).all()
     assert "auth.login.success" not in events
+
+
+@pytest.mark.parametrize(("protocol", "status"), [("HTTP/1.1", 400), ("HTTP/1.0", 200)])
+def test_an_http_1_1_request_without_a_host_gets_a_400(
+    app: Flask, protocol: str, status: int
+) -> None:
+    """RFC 9112 §3.2. Without the header werkzeug would use the listening address instead,
+    a loopback name here, which is on the list."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(path="/auth/login", base_url="https://127.0.0.1:8443").get_environ()
+    del environ["HTTP_HOST"]
+    environ["SERVER_PROTOCOL"] = protocol
+    _, answer_status, _ = run_wsgi_app(app, environ, buffered=True)
+    assert int(answer_status.split()[0]) == status

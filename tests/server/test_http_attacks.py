@@ -268,3 +268,10 @@ def test_malformed_targets_the_server_passes_on_get_a_clean_answer(
     response, _ = get(server.port, target, server.cafile)
 
     assert response.status in {200, 404}
+
+
+def test_an_http_1_1_request_without_a_host_gets_a_400(server: Serve) -> None:
+    """RFC 9112 §3.2; gunicorn passes such a request on, so the app's host check answers."""
+    response, _, _ = exchange(server, b"GET /auth/login HTTP/1.1\r\nConnection: close\r\n\r\n")
+
+    assert response.status == 400

@@ -38,7 +38,12 @@ def is_allowed(name: str, allowed: tuple[str, ...]) -> bool:
 
 def init_app(app: Flask, allowed: tuple[str, ...]) -> None:
     def check_host() -> Response | None:
-        if is_allowed(hostname(request.host), allowed):
+        # An HTTP/1.1 request must name its host (RFC 9112 §3.2: answer 400). Without one,
+        # werkzeug falls back to the address the server listens on, which would pass.
+        named = "HTTP_HOST" in request.environ or request.environ.get("SERVER_PROTOCOL") == (
+            "HTTP/1.0"
+        )
+        if named and is_allowed(hostname(request.host), allowed):
             return None
         return error_response(400, "This server does not answer for that host name.")
 
