@@ -26,7 +26,8 @@ NONCE_RE = re.compile(r"script-src 'nonce-([A-Za-z0-9_-]+)' 'strict-dynamic';")
 STRICT_CSP = (
     "default-src 'none'; script-src 'nonce-{nonce}' 'strict-dynamic'; style-src 'self'; "
     "img-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
+    "report-uri /csp-report; report-to csp"
 )
 HSTS = "max-age=63072000; includeSubDomains"
 
@@ -80,6 +81,7 @@ def assert_common_headers(response: TestResponse, hsts: str = HSTS) -> None:
     assert headers["Cross-Origin-Resource-Policy"] == "same-origin"
     assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     assert headers["X-XSS-Protection"] == "0"
+    assert headers["Reporting-Endpoints"] == 'csp="/csp-report"'
     assert "Server" not in headers
     assert re.fullmatch(r"[0-9a-f]{16}", headers["X-Request-ID"])
 

@@ -11,10 +11,8 @@ its cookie, CSRF token or query string (security/denials.py).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import Iterator
 from http import HTTPStatus
 
 import pytest
@@ -25,6 +23,7 @@ from flask.testing import FlaskClient
 from bastion.audit import Actor, EventTag, record_failure
 from bastion.security.sessions import REMEMBER_COOKIE
 from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
+from tests.security.conftest import Captured
 from tests.security.helpers import (
     audit_row_text,
     audit_rows,
@@ -39,41 +38,6 @@ NEW_PASSWORD = "obsidian-lighthouse-new-91827"
 FORGED_CSRF = "forged-csrf-token-value-ZX81-from-evil-example"
 QUERY_SECRET = "query-secret-7c41e0-in-a-denied-url"
 CALLER_IP = "198.51.100.23"
-
-
-class Captured:
-    """Every formatted log line, as the app's own JSON formatter writes it."""
-
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
-
-    @property
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def records(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.text.splitlines() if line.startswith("{")]
-
-
-@pytest.fixture
-def logs(app: Flask) -> Iterator[Captured]:
-    root = logging.getLogger()
-    formatters = [
-        h.formatter
-        for h in root.handlers
-        if isinstance(h.formatter, structlog.stdlib.ProcessorFormatter)
-    ]
-    assert formatters, "the app did not install its JSON log formatter"
-    captured = Captured()
-    handler = logging.StreamHandler(captured.stream)
-    handler.setFormatter(formatters[0])
-    handler.setLevel(logging.DEBUG)
-    root.addHandler(handler)
-    previous = root.level
-    root.setLevel(logging.DEBUG)  # even debug lines must not carry secrets
-    yield captured
-    root.setLevel(previous)
-    root.removeHandler(handler)
 
 
 def secret_parts(value: str) -> list[str]:

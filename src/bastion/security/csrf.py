@@ -33,8 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def csrf_exempt(reason: str) -> Callable[[F], F]:
     """Exempt a view authenticated by something no browser sends on its own.
 
-    Only for token-authenticated API calls and signed webhooks; the reason is required so
-    every exemption is reviewable.
+    Only for token-authenticated API calls, signed webhooks, and anonymous endpoints whose
+    only effect is a log line (CSP reports); the reason is required so every exemption is
+    reviewable.
     """
 
     def decorate(view: F) -> F:

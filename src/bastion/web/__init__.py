@@ -1,1 +1,1 @@
-"""The home page and the health endpoints."""
+"""The home page, the health endpoints and the CSP report endpoint."""

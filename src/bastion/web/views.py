@@ -51,3 +51,7 @@ def readyz() -> tuple[Response, int]:
     ready = all(value == "ok" for value in checks.values())
     status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
     return jsonify({"status": "ok" if ready else "unavailable", "checks": checks}), status
+
+
+# Views kept in their own module, registered on this blueprint (imported for that).
+from bastion.web import csp_reports  # noqa: E402, F401
