@@ -276,3 +276,22 @@ def test_logout_by_get_does_not_sign_out(client: FlaskClient, auth: AuthActions)
     assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
     assert "POST" in response.headers["Allow"]
     assert is_signed_in(client)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("PUT", "/auth/login", HTTPStatus.METHOD_NOT_ALLOWED),
+        ("DELETE", "/account/", HTTPStatus.METHOD_NOT_ALLOWED),
+        ("POST", "/no/such/page", HTTPStatus.NOT_FOUND),
+    ],
+)
+def test_a_request_no_view_would_take_is_answered_as_such_not_as_a_forged_form(
+    app: Flask, client: FlaskClient, method: str, path: str, status: int
+) -> None:
+    """No view runs, so there is nothing to forge: a 405/404, and no CSRF-failure row that
+    would count towards the repeated-denials alert."""
+    answer = client.open(path, method=method, headers={"Origin": "https://evil.example"})
+
+    assert answer.status_code == status
+    assert audit_rows(app, CSRF_EVENT) == []

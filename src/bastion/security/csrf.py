@@ -58,6 +58,10 @@ def check_request() -> None:
     """Refuse unsafe cross-site requests, then require a valid CSRF token."""
     if request.method in SAFE_METHODS:
         return
+    if request.routing_exception is not None:
+        # No view will run (404, 405): the answer says so, and a PUT to a form page or a
+        # POST to a mistyped URL is not a forged form (no audit row, no alert).
+        return
     endpoint = request.endpoint
     if endpoint is not None:
         view = current_app.view_functions.get(endpoint)
