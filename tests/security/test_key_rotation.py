@@ -8,16 +8,20 @@ cookie (security/devices.py) is honoured through the fallbacks and not without t
 re-signed with the new key when its browser signs in;
 Flask-WTF's CSRF tokens use the current key only; rate-limit counters start from zero
 under a new key (security/rate_limit.py derives their key HMAC from SECRET_KEY alone).
+The move from HMAC-SHA-1 to HMAC-SHA-256 (security/signing.py) is handled like a rotation:
+a SHA-1 session cookie is re-signed with SHA-256, a SHA-1 remember cookie is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from http import HTTPStatus
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import Signer
 
 from bastion.security.devices import DEVICE_COOKIE
 from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE
@@ -25,6 +29,7 @@ from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
 from tests.security.helpers import (
     assert_csrf_refused,
     cookie_value,
+    flip,
     is_deletion,
     is_signed_in,
     login_form,
@@ -38,6 +43,15 @@ from tests.security.helpers import (
 NEW_KEY = "rotated-secret-key-" + "n" * 40
 WRONG = "not the password at all"
 LOCK_AFTER = 3  # below ip_user.login's 5 a minute, so one address can lock the account
+
+
+def sha1_signed(key: str | bytes | None, salt: str, value: str) -> str:
+    """`value` signed as Bastion signed it before the move to SHA-256: HMAC-SHA-1."""
+    return Signer(key, salt=salt, digest_method=hashlib.sha1).sign(value).decode()  # type: ignore[arg-type]
+
+
+def is_sha256_signed(key: str | bytes | None, salt: str, value: str) -> bool:
+    return Signer(key, salt=salt, digest_method=hashlib.sha256).validate(value)  # type: ignore[arg-type]
 
 
 def test_session_survives_rotation_and_is_resigned_with_the_new_key(
@@ -94,6 +108,80 @@ def test_old_key_remember_cookie_is_refused_after_rotation(
     assert response.status_code == HTTPStatus.FOUND
     assert is_deletion(set_cookies(response)[REMEMBER_COOKIE])
     # The token itself is still live: only its old-key signature was refused.
+    assert is_signed_in(with_remember(app, remember))
+
+
+# ------------------------------------------------------- the move from SHA-1 to SHA-256
+@pytest.mark.parametrize("signed_under", ["current key", "fallback key"])
+def test_a_sha1_session_cookie_survives_the_move_and_is_resigned_with_sha256(
+    app: Flask,
+    client: FlaskClient,
+    auth: AuthActions,
+    make_app: Callable[..., Flask],
+    signed_under: str,
+) -> None:
+    auth.create_user()
+    auth.login()
+    genuine = cookie_value(client)
+    assert genuine is not None
+    sid = raw_id(genuine)
+    upgraded = (
+        app
+        if signed_under == "current key"
+        else make_app(secret_key=NEW_KEY, secret_key_fallbacks=(app.secret_key,))
+    )
+    browser = with_session(upgraded, sha1_signed(app.secret_key, "bastion.session", sid))
+
+    response = browser.get("/")
+
+    assert response.status_code == HTTPStatus.OK  # nobody is logged out by the upgrade
+    resigned = set_cookies(response)[SESSION_COOKIE]["value"]
+    assert raw_id(resigned) == sid  # the same session, a new signature
+    assert is_sha256_signed(upgraded.secret_key, "bastion.session", resigned)
+    assert SESSION_COOKIE not in set_cookies(browser.get("/"))  # re-signed once
+
+
+@pytest.mark.parametrize("forgery", ["flipped signature", "dropped key"])
+def test_a_forged_sha1_session_cookie_is_refused_and_cleared(
+    app: Flask,
+    client: FlaskClient,
+    auth: AuthActions,
+    make_app: Callable[..., Flask],
+    forgery: str,
+) -> None:
+    auth.create_user()
+    auth.login()
+    genuine = cookie_value(client)
+    assert genuine is not None
+    sha1 = sha1_signed(app.secret_key, "bastion.session", raw_id(genuine))
+    if forgery == "flipped signature":
+        sid, signature = sha1.rsplit(".", 1)
+        server, cookie = app, sid + "." + flip(signature, 3)
+    else:  # the key it was signed with is no longer configured at all
+        server, cookie = make_app(secret_key=NEW_KEY), sha1
+
+    response = with_session(server, cookie).get("/")
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert is_deletion(set_cookies(response)[SESSION_COOKIE])
+
+
+def test_a_sha1_remember_cookie_is_refused_like_an_old_key_one(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    # A 14-day cookie would keep SHA-1 alive past the 7 days security/signing.py allows
+    # it; like an old-key one, it costs its owner one sign-in.
+    auth.create_user()
+    auth.login(remember=True)
+    remember = cookie_value(client, REMEMBER_COOKIE)
+    assert remember is not None
+    sha1 = sha1_signed(app.secret_key, "bastion.remember", raw_id(remember))
+
+    response = with_remember(app, sha1).get("/")
+
+    assert response.status_code == HTTPStatus.FOUND
+    assert is_deletion(set_cookies(response)[REMEMBER_COOKIE])
+    # The token itself is still live: only its SHA-1 signature was refused.
     assert is_signed_in(with_remember(app, remember))
 
 

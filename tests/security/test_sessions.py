@@ -10,6 +10,7 @@ read as JSON only (a pickle written into the store is deleted, never unpickled).
 
 from __future__ import annotations
 
+import hashlib
 import pickle  # nosec B403: the tests write a pickle into the store, and prove nothing reads it
 from datetime import timedelta
 from http import HTTPStatus
@@ -24,6 +25,7 @@ from itsdangerous import Signer
 
 from bastion.core.clock import utcnow
 from bastion.security import sessions
+from bastion.security.devices import DEVICE_COOKIE
 from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE, hash_id
 from tests.conftest import GOOD_PASSWORD, AuthActions, csrf_token_from
 from tests.security.helpers import (
@@ -157,6 +159,23 @@ def test_session_id_is_long_and_random(client: FlaskClient) -> None:
     assert all(len(sid) >= 22 for sid in ids)  # >= 128 bits of base64url
 
 
+def test_session_remember_and_device_cookies_are_signed_with_hmac_sha256(
+    app: Flask, auth: AuthActions
+) -> None:
+    # ASVS 11.4.1: not itsdangerous' default HMAC-SHA-1 (security/signing.py).
+    auth.create_user()
+
+    cookies = set_cookies(auth.login(remember=True))
+
+    for name, salt in (
+        (SESSION_COOKIE, "bastion.session"),
+        (REMEMBER_COOKIE, "bastion.remember"),
+        (DEVICE_COOKIE, "bastion.device-cookie"),
+    ):
+        sha256 = Signer(app.secret_key, salt=salt, digest_method=hashlib.sha256)  # type: ignore[arg-type]
+        assert sha256.validate(cookies[name]["value"]), f"{name} is not HMAC-SHA-256"
+
+
 # ------------------------------------------------------------------------ tampering
 def test_a_session_cookie_with_a_flipped_signature_is_refused_and_cleared(
     app: Flask, client: FlaskClient, auth: AuthActions
@@ -178,14 +197,16 @@ def test_a_session_cookie_with_a_flipped_signature_is_refused_and_cleared(
     assert is_signed_in(client)
 
 
+@pytest.mark.parametrize("digest", [hashlib.sha256, hashlib.sha1], ids=["sha256", "sha1"])
 def test_a_real_session_id_signed_with_another_key_is_refused_and_cleared(
-    app: Flask, client: FlaskClient, auth: AuthActions
+    app: Flask, client: FlaskClient, auth: AuthActions, digest: Any
 ) -> None:
+    # Under SHA-1 too: the signatures read during the move to SHA-256 need our keys.
     auth.create_user()
     auth.login()
     genuine = cookie_value(client)
     assert genuine is not None
-    foreign = Signer("another-secret-key-" + "y" * 32, salt="bastion.session")
+    foreign = Signer("another-secret-key-" + "y" * 32, salt="bastion.session", digest_method=digest)
     forged = foreign.sign(raw_id(genuine)).decode()
 
     response = with_session(app, forged).get("/")
@@ -551,13 +572,16 @@ def test_a_tampered_remember_cookie_is_refused(
     remember = cookie_value(client, REMEMBER_COOKIE)
     assert remember is not None
     token, signature = remember.rsplit(".", 1)
-    foreign = Signer("another-secret-key-" + "y" * 32, salt="bastion.remember")
+    foreign = Signer(
+        "another-secret-key-" + "y" * 32, salt="bastion.remember", digest_method=hashlib.sha256
+    )
+    ours = Signer(app.secret_key, salt="bastion.remember", digest_method=hashlib.sha256)  # type: ignore[arg-type]
 
     for forged in (
         token + "." + flip(signature, 3),
         foreign.sign(token).decode(),
         token,
-        Signer(app.secret_key, salt="bastion.remember").sign("guessed-token").decode(),  # type: ignore[arg-type]
+        ours.sign("guessed-token").decode(),
     ):
         response = with_remember(app, forged).get("/")
         assert response.status_code == HTTPStatus.FOUND

@@ -1,7 +1,7 @@
 """Device cookies (OWASP "Slow Down Online Guessing Attacks with Device Cookies").
 
 A browser that has signed in successfully carries ``__Host-device``: ``<user id>.<nonce>``
-signed with an HMAC (itsdangerous, salt ``bastion.device-cookie``, SECRET_KEY and its
+signed with HMAC-SHA-256 (itsdangerous, salt ``bastion.device-cookie``, SECRET_KEY and its
 fallbacks). It is Secure, HttpOnly, SameSite=Lax, Path=/ and lives
 ``BASTION_DEVICE_COOKIE_DAYS`` (default 365): it proves "this browser has signed in as this
 user before", nothing more - it never signs anyone in.
@@ -22,7 +22,6 @@ user who signed in there).
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +30,7 @@ from flask import current_app, request
 from itsdangerous import BadSignature, Signer
 from werkzeug.wrappers import Response
 
-from bastion.security import rate_limit
+from bastion.security import rate_limit, signing
 from bastion.security.rate_limit import LimitName
 
 DEVICE_COOKIE = "__Host-device"
@@ -66,7 +65,7 @@ class Device:
 
 def _signer() -> Signer:
     keys = [*current_app.config.get("SECRET_KEY_FALLBACKS", []), current_app.secret_key]
-    return Signer(keys, salt=_SALT, digest_method=hashlib.sha256)
+    return signing.signer(keys, _SALT)
 
 
 def current_device() -> Device | None:

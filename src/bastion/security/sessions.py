@@ -4,8 +4,10 @@ Why our own ``SessionInterface``: Flask's default cookie session cannot be revok
 7.4.1) and Flask-Session can unpickle stored data (see session_store.py).
 
 What holds here:
-- ids are 256-bit CSPRNG values (ASVS 7.2.3), signed with SECRET_KEY (fallbacks accepted,
-  so a key rotation logs nobody out; the cookie is re-signed with the new key);
+- ids are 256-bit CSPRNG values (ASVS 7.2.3), signed with HMAC-SHA-256 and SECRET_KEY
+  (fallbacks accepted, so a key rotation logs nobody out; the cookie is re-signed with the
+  new key; a cookie signed with HMAC-SHA-1 before the switch is re-signed the same way,
+  see signing.py);
 - the session is loaded lazily, so per-IP rate limits run before any store round trip;
 - idle (30 min) and absolute (8 h) timeouts are enforced server-side (ASVS 7.3.1/7.3.2);
   anonymous sessions (CSRF token on the login form) live an hour at most;
@@ -24,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from flask import Flask, Request, Response, current_app, g, request
@@ -37,6 +39,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
 from bastion.core.errors import DEPENDENCY_DOWN, DependencyUnavailable, error_response
+from bastion.security import signing
 from bastion.security.session_store import (
     SessionRecord,
     SessionStore,
@@ -49,6 +52,8 @@ log = structlog.get_logger("bastion.sessions")
 
 SESSION_COOKIE = "__Host-session"
 REMEMBER_COOKIE = "__Host-remember"
+SESSION_SALT = "bastion.session"
+REMEMBER_SALT = "bastion.remember"
 USER_KEY = "_user_id"  # the key Flask-Login keeps the user id under
 REMEMBER_LINK = "remember"  # record.extra: hash of the remember-me token this session holds
 TOUCH_INTERVAL = timedelta(seconds=60)  # last-seen precision; saves a write per request
@@ -139,6 +144,12 @@ class ServerSession(SessionMixin):
         self.modified = True
 
 
+class _SessionSigners(NamedTuple):
+    current: Signer  # signs; verifies the current key
+    any_key: Signer  # verifies any configured key (a rotation's fallbacks)
+    legacy: Signer  # verifies HMAC-SHA-1 under any configured key (signing.py), never signs
+
+
 class SessionManager(SessionInterface):
     """The Flask session interface backed by a `SessionStore`."""
 
@@ -146,33 +157,40 @@ class SessionManager(SessionInterface):
         self.store = store
         self.policy = policy
         self.static_prefix = static_prefix
-        self._signer_cache: tuple[tuple[Any, ...], tuple[Signer, Signer]] | None = None
+        self._signer_cache: tuple[tuple[Any, ...], _SessionSigners] | None = None
         self._new_sessions = itertools.count(1)
 
     # -------------------------------------------------------------------- signing
-    def _signers(self, app: Flask) -> tuple[Signer, Signer]:
-        """The signer with the current key, and one that accepts any configured key.
+    def _signers(self, app: Flask) -> _SessionSigners:
+        """The signer with the current key, and those that accept any configured key.
 
         Built once per key set (not per request); a change of keys builds new ones.
         """
         keys = (*app.config.get("SECRET_KEY_FALLBACKS", ()), app.secret_key)
         cached = self._signer_cache
         if cached is None or cached[0] != keys:
-            current = Signer(app.secret_key, salt="bastion.session")  # type: ignore[arg-type]
-            cached = (keys, (current, Signer(list(keys), salt="bastion.session")))
+            signers = _SessionSigners(
+                current=signing.signer(app.secret_key, SESSION_SALT),  # type: ignore[arg-type]
+                any_key=signing.signer(keys, SESSION_SALT),
+                legacy=signing.legacy_signer(keys, SESSION_SALT),
+            )
+            cached = (keys, signers)
             self._signer_cache = cached
         return cached[1]
 
     def _unsign(self, app: Flask, value: str) -> tuple[str | None, bool]:
-        current, any_key = self._signers(app)
-        try:
-            return current.unsign(value).decode(), False
-        except BadSignature:
-            pass
-        try:
-            return any_key.unsign(value).decode(), True
-        except BadSignature:
-            return None, False
+        """The session id in `value`, and whether its signature is stale (to be re-signed)."""
+        signers = self._signers(app)
+        for signer, stale in (
+            (signers.current, False),
+            (signers.any_key, True),
+            (signers.legacy, True),
+        ):
+            try:
+                return signer.unsign(value).decode(), stale
+            except BadSignature:
+                continue
+        return None, False
 
     # ------------------------------------------------------------ Flask interface
     def open_session(self, app: Flask, request: Request) -> ServerSession:
@@ -220,9 +238,11 @@ class SessionManager(SessionInterface):
         if not raw:
             return
         # Only the current key: a remember cookie outlives a rotation's reason (a leaked key),
-        # so an old-key cookie is refused rather than honoured for two more weeks.
+        # so an old-key cookie is refused rather than honoured for two more weeks. Only
+        # SHA-256 likewise: a 14-day cookie would keep SHA-1 alive past the 7 days
+        # signing.py allows it, so one signed before the switch means one more sign-in.
         try:
-            token = Signer(current_app.secret_key, salt="bastion.remember").unsign(raw).decode()  # type: ignore[arg-type]
+            token = _remember_signer(current_app).unsign(raw).decode()
         except BadSignature:
             session.forget_remember = True
             return
@@ -337,10 +357,9 @@ class SessionManager(SessionInterface):
             record.last_seen_at = now
             self.store.touch(record, idle_seconds)
         if session.new_id or session.stale_signature:
-            current, _ = self._signers(app)
             response.set_cookie(
                 SESSION_COOKIE,
-                current.sign(session.sid).decode(),
+                self._signers(app).current.sign(session.sid).decode(),
                 secure=app.config["SESSION_COOKIE_SECURE"],
                 httponly=True,
                 samesite="Lax",
@@ -358,10 +377,9 @@ class SessionManager(SessionInterface):
     def _set_remember_cookie(
         self, app: Flask, response: Response, token: str, max_age: int | None
     ) -> None:
-        signer = Signer(app.secret_key, salt="bastion.remember")  # type: ignore[arg-type]
         response.set_cookie(
             REMEMBER_COOKIE,
-            signer.sign(token).decode(),
+            _remember_signer(app).sign(token).decode(),
             max_age=max_age if max_age is not None else int(self.policy.remember.total_seconds()),
             secure=app.config["SESSION_COOKIE_SECURE"],
             httponly=True,
@@ -372,6 +390,11 @@ class SessionManager(SessionInterface):
     @staticmethod
     def _delete_cookie(response: Response, name: str) -> None:
         response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="Lax")
+
+
+def _remember_signer(app: Flask) -> Signer:
+    """The remember cookie's signer: the current key and SHA-256 only (see its use)."""
+    return signing.signer(app.secret_key, REMEMBER_SALT)  # type: ignore[arg-type]
 
 
 def _replace_with_unavailable(response: Response) -> None:
@@ -461,7 +484,7 @@ def end_session() -> None:
     raw = request.cookies.get(REMEMBER_COOKIE)
     if raw:
         try:
-            token = Signer(current_app.secret_key, salt="bastion.remember").unsign(raw).decode()  # type: ignore[arg-type]
+            token = _remember_signer(current_app).unsign(raw).decode()
         except BadSignature:
             token = None
         if token is not None:

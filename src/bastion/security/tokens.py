@@ -1,8 +1,10 @@
 """Signed, expiring, single-use tokens: one table of purposes, one way to issue and consume.
 
 Each purpose has its own salt, so a token minted for one purpose never validates for
-another (ASVS 9.2.2), and its own maximum age (9.2.1). Tokens are signed with SECRET_KEY
-and verified with the fallbacks too, so a key rotation doesn't void links already mailed.
+another (ASVS 9.2.2), and its own maximum age (9.2.1). Tokens are signed with HMAC-SHA-256
+and SECRET_KEY, and verified with the fallbacks too, so a key rotation doesn't void links
+already mailed; a link signed with HMAC-SHA-1 before the switch verifies until its maximum
+age ends it (at most 7 days, see signing.py).
 Single use is enforced by recording each token's random id in `used_tokens` whose primary
 key makes a concurrent second use fail.
 """
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
+from bastion.security import signing
 
 
 class TokenPurpose(StrEnum):
@@ -58,7 +61,9 @@ class UsedToken(Base):
 
 def _serializer(purpose: TokenPurpose) -> URLSafeTimedSerializer:
     keys = [*current_app.config.get("SECRET_KEY_FALLBACKS", []), current_app.secret_key]
-    return URLSafeTimedSerializer(keys, salt=f"bastion.token.{purpose.value}")
+    return URLSafeTimedSerializer(
+        keys, salt=f"bastion.token.{purpose.value}", **signing.SERIALIZER_OPTIONS
+    )
 
 
 def issue(purpose: TokenPurpose, subject: str, **claims: Any) -> str:

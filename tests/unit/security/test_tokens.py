@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from flask import Flask
-from itsdangerous import TimestampSigner
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from bastion.core.db import db
 from bastion.security.tokens import MAX_AGE, InvalidToken, TokenPurpose, consume, issue, verify
@@ -70,14 +73,18 @@ def test_a_token_expires_after_its_maximum_age(
         verify(purpose, stale)
 
 
-@pytest.mark.parametrize("where", ["payload", "timestamp", "signature"])
-def test_a_tampered_token_is_refused(ctx: Flask, where: str) -> None:
-    token = issue(TokenPurpose.RESET_PASSWORD, "7")
+def tampered(token: str, where: str) -> str:
+    """`token` with one character changed in its payload, timestamp or signature."""
     payload, stamp, signature = token.split(".")
     part = {"payload": payload, "timestamp": stamp, "signature": signature}[where]
     middle = len(part) // 2
     changed = part[:middle] + ("A" if part[middle] != "A" else "B") + part[middle + 1 :]
-    forged = token.replace(part, changed, 1)
+    return token.replace(part, changed, 1)
+
+
+@pytest.mark.parametrize("where", ["payload", "timestamp", "signature"])
+def test_a_tampered_token_is_refused(ctx: Flask, where: str) -> None:
+    forged = tampered(issue(TokenPurpose.RESET_PASSWORD, "7"), where)
 
     with pytest.raises(InvalidToken):
         verify(TokenPurpose.RESET_PASSWORD, forged)
@@ -154,3 +161,71 @@ def test_new_tokens_are_signed_with_the_current_key(ctx: Flask) -> None:
     ctx.config["SECRET_KEY_FALLBACKS"] = []  # the old key retired: still valid
 
     assert verify(TokenPurpose.CONFIRM_EMAIL, token)["sub"] == "5"
+
+
+# ------------------------------------------------------- the move from SHA-1 to SHA-256
+def sha1_token(key: str, purpose: TokenPurpose, subject: str = "5") -> str:
+    """A token as Bastion issued it before the move to SHA-256: HMAC-SHA-1."""
+    serializer = URLSafeTimedSerializer(
+        key, salt=f"bastion.token.{purpose.value}", signer_kwargs={"digest_method": hashlib.sha1}
+    )
+    return str(serializer.dumps({"sub": subject, "jti": secrets.token_hex(16)}))
+
+
+def test_new_tokens_are_signed_with_hmac_sha256(ctx: Flask) -> None:
+    token = issue(TokenPurpose.RESET_PASSWORD, "7")
+    sha256 = URLSafeTimedSerializer(
+        ctx.config["SECRET_KEY"],
+        salt="bastion.token.reset-password",
+        signer_kwargs={"digest_method": hashlib.sha256},
+    )
+
+    assert sha256.loads(token)["sub"] == "7"
+
+
+@pytest.mark.parametrize("signed_under", ["current key", "fallback key"])
+def test_a_sha1_token_mailed_before_the_move_still_works_once(
+    ctx: Flask, signed_under: str
+) -> None:
+    old_key = ctx.config["SECRET_KEY"]
+    token = sha1_token(old_key, TokenPurpose.CONFIRM_EMAIL)
+    if signed_under == "fallback key":
+        ctx.config["SECRET_KEY"] = OTHER_KEY
+        ctx.config["SECRET_KEY_FALLBACKS"] = [old_key]
+
+    assert consume(TokenPurpose.CONFIRM_EMAIL, token)["sub"] == "5"
+    db.session.commit()
+    with pytest.raises(InvalidToken):
+        verify(TokenPurpose.CONFIRM_EMAIL, token)
+
+
+def test_a_sha1_token_is_read_only_while_it_can_be_alive(
+    ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # security/signing.py: nothing new is signed with SHA-1, so its tokens die with their
+    # maximum age, at most 7 days after the upgrade; after that SHA-1 verifies nothing.
+    assert max(MAX_AGE.values()) <= timedelta(days=7)
+    key, longest = ctx.config["SECRET_KEY"], TokenPurpose.INVITE
+    limit = MAX_AGE[longest].total_seconds()
+    issued_at(monkeypatch, limit - 60)
+    young = sha1_token(key, longest)
+    issued_at(monkeypatch, limit + 5)
+    old = sha1_token(key, longest)
+    monkeypatch.undo()
+
+    assert verify(longest, young)["sub"] == "5"
+    with pytest.raises(InvalidToken):
+        verify(longest, old)
+
+
+@pytest.mark.parametrize("where", ["payload", "timestamp", "signature"])
+def test_a_tampered_sha1_token_is_refused(ctx: Flask, where: str) -> None:
+    forged = tampered(sha1_token(ctx.config["SECRET_KEY"], TokenPurpose.RESET_PASSWORD), where)
+
+    with pytest.raises(InvalidToken):
+        verify(TokenPurpose.RESET_PASSWORD, forged)
+
+
+def test_a_sha1_token_signed_with_another_key_is_refused(ctx: Flask) -> None:
+    with pytest.raises(InvalidToken):
+        verify(TokenPurpose.ADMIN_SETUP, sha1_token(OTHER_KEY, TokenPurpose.ADMIN_SETUP))
