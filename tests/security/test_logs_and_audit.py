@@ -4,7 +4,8 @@ Controls proven: the access log writes the route pattern for token-bearing URLs
 (core/request_log.py); the structlog redaction of secret-named keys (core/logging.py); the
 audit service dropping secret-named details (audit/service.py); and every audited account
 path (register, confirm, login failure and success, remember-me, password change, CSRF
-failure, logout) keeping passwords, tokens and cookies to itself. A request refused for a
+failure, logout) keeping passwords, tokens and cookies to itself; a database error's log
+line without its SQL parameters (core/db.py `hide_parameters`). A request refused for a
 missing permission is audited once, with its caller, address and endpoint, and without
 its cookie, CSRF token or query string (security/denials.py).
 """
@@ -19,8 +20,13 @@ import pytest
 import structlog
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.wrappers import Response
 
+from bastion.accounts.models import User
+from bastion.app import LOOKUP_ENGINE
 from bastion.audit import Actor, EventTag, record_failure
+from bastion.core.db import db
+from bastion.security.policy import public
 from bastion.security.sessions import REMEMBER_COOKIE
 from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
 from tests.security.conftest import Captured
@@ -38,6 +44,10 @@ NEW_PASSWORD = "obsidian-lighthouse-new-91827"
 FORGED_CSRF = "forged-csrf-token-value-ZX81-from-evil-example"
 QUERY_SECRET = "query-secret-7c41e0-in-a-denied-url"
 CALLER_IP = "198.51.100.23"
+# What create_user would insert: an argon2id PHC string, salt and hash included.
+STORED_HASH = (
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdC1vZi10aGUtcmFjZQ$aGFzaC10aGF0LW11c3Qtbm90LWxlYWs"
+)
 
 
 def secret_parts(value: str) -> list[str]:
@@ -207,6 +217,42 @@ def test_a_denied_request_is_audited_once_with_who_what_and_where_but_no_secret(
     for secret in secrets:
         assert secret not in row, f"a secret reached the denial: {secret[:6]}…"
     assert_nowhere(app, logs, secrets)  # nor its log line, nor any other row
+
+
+def test_a_database_error_is_logged_without_its_sql_parameters(
+    app: Flask, client: FlaskClient, auth: AuthActions, logs: Captured
+) -> None:
+    # A registration race: the address was taken between create_user's check and its
+    # insert. SQLAlchemy's message ends in `[parameters: (...)]`, the password hash included,
+    # unless the engine hides them; the unexpected-error handler logs it with its traceback.
+    auth.create_user()
+
+    def racing_insert() -> Response:
+        db.session.add(
+            User(email="alice@example.com", name="Racer", password_hash=STORED_HASH, role="user")
+        )
+        db.session.flush()
+        return Response("the insert was expected to fail")
+
+    app.add_url_rule("/__racing-insert", "racing_insert", public(racing_insert))
+
+    response = client.get("/__racing-insert")
+
+    assert response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert STORED_HASH not in response.get_data(as_text=True)
+    [error] = [r for r in logs.records() if r.get("event") == "unhandled exception"]
+    assert "IntegrityError" in json.dumps(error)  # the failure itself is still on record
+    for part in STORED_HASH.split("$")[-2:]:  # neither its salt nor its hash
+        assert part not in logs.text
+
+
+def test_every_engine_hides_sql_parameters(app: Flask) -> None:
+    # The request engine (Alembic migrates through it too) and, on PostgreSQL, the
+    # user-lookup pool: an error on any of them must not carry its parameters into a log.
+    with app.app_context():
+        engines = [db.engine, app.extensions[LOOKUP_ENGINE]]
+
+    assert all(engine.hide_parameters for engine in engines if engine is not None)
 
 
 def test_secret_named_log_fields_are_redacted(app: Flask, logs: Captured) -> None:

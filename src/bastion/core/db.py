@@ -60,17 +60,27 @@ class Base(DeclarativeBase):
 
 
 def engine_options(url: str, connect_timeout: int) -> dict[str, Any]:
-    """Engine options: explicit timeouts so a dead database gives a fast 503, not a hang."""
+    """Engine options for every engine Bastion builds (the app's and the lookup pool).
+
+    Explicit timeouts, so a dead database gives a fast 503, not a hang; and no SQL
+    parameters in error messages (``hide_parameters``): a DBAPI error's text otherwise ends
+    in ``[parameters: (...)]``, and the unexpected-error handler logs it with its traceback.
+    A registration race would log the new account's password hash (ASVS 16.2.5).
+    """
     # Enough pooled connections for every request thread and the app's own threads: past
     # pool_size, each checkout opens a connection and each return closes it again.
     pool = {"pool_size": 10, "max_overflow": 5, "pool_timeout": connect_timeout}
     if url.startswith("sqlite"):
-        options: dict[str, Any] = {"connect_args": {"timeout": 5, "check_same_thread": False}}
+        options: dict[str, Any] = {
+            "connect_args": {"timeout": 5, "check_same_thread": False},
+            "hide_parameters": True,
+        }
         if make_url(url).database not in (None, "", ":memory:"):  # a file: QueuePool
             options.update(pool)
         return options
     return {
         "connect_args": {"connect_timeout": connect_timeout},
+        "hide_parameters": True,
         # No pre-ping: it costs a round trip on every checkout (three per page). A connection
         # the server dropped fails once, answered 503, and the pool replaces it.
         "pool_recycle": 300,
