@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from flask import Flask, g
+from flask_login import user_logged_in
 from sqlalchemy import Engine, bindparam, create_engine, select
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -168,7 +169,17 @@ def _init_login(app: Flask, settings: Settings) -> None:
         row = sessions.owner_row(int(user_id)) or user_row(int(user_id))
         user = None if row is None else _attached(User, row)
         # A disabled or unconfirmed account is anonymous from its next request on.
-        return user if user is not None and user.is_active else None
+        if user is None or not user.is_active:
+            return None
+        request_log.bind_user(user.id)  # who, on this request's every later log line
+        return user
+
+    user_logged_in.connect(_name_signed_in_user, app)
+
+
+def _name_signed_in_user(_app: Flask, user: Any, **_: Any) -> None:
+    """A sign-in sets the user without the loader: name them on the rest of the request."""
+    request_log.bind_user(user.id)
 
 
 def _attached(model: type[M], row: dict[str, Any]) -> M:

@@ -5,7 +5,9 @@ Controls proven: the access log writes the route pattern for token-bearing URLs
 audit service dropping secret-named details (audit/service.py); and every audited account
 path (register, confirm, login failure and success, remember-me, password change, CSRF
 failure, logout) keeping passwords, tokens and cookies to itself; a database error's log
-line without its SQL parameters (core/db.py `hide_parameters`). A request refused for a
+line without its SQL parameters (core/db.py `hide_parameters`). Every line of a signed-in
+request names its user, and no anonymous request inherits an earlier one's
+(core/request_log.py `bind_user`, `begin_request`). A request refused for a
 missing permission is audited once, with its caller, address and endpoint, and without
 its cookie, CSRF token or query string (security/denials.py).
 """
@@ -20,13 +22,14 @@ import pytest
 import structlog
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 from werkzeug.wrappers import Response
 
 from bastion.accounts.models import User
 from bastion.app import LOOKUP_ENGINE
 from bastion.audit import Actor, EventTag, record_failure
 from bastion.core.db import db
-from bastion.security.policy import public
+from bastion.security.policy import login_required, public
 from bastion.security.sessions import REMEMBER_COOKIE
 from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
 from tests.security.conftest import Captured
@@ -253,6 +256,62 @@ def test_every_engine_hides_sql_parameters(app: Flask) -> None:
         engines = [db.engine, app.extensions[LOOKUP_ENGINE]]
 
     assert all(engine.hide_parameters for engine in engines if engine is not None)
+
+
+def lines_of(logs: Captured, response: TestResponse) -> list[dict[str, object]]:
+    """The log lines written while answering `response` (by its request id)."""
+    request_id = response.headers["X-Request-ID"]
+    return [r for r in logs.records() if r.get("request_id") == request_id]
+
+
+def access_line(logs: Captured, response: TestResponse) -> dict[str, object]:
+    [line] = [r for r in lines_of(logs, response) if r.get("logger") == "bastion.access"]
+    return line
+
+
+def test_every_line_of_a_signed_in_request_names_the_user(
+    app: Flask, client: FlaskClient, auth: AuthActions, logs: Captured
+) -> None:
+    # ASVS 16.2.1: who. The view's own lines (structlog and stdlib) and the access line.
+    alice = auth.create_user()
+
+    def noisy() -> str:
+        structlog.get_logger("bastion.test").info("structlog line from the view")
+        logging.getLogger("bastion.stdlib").warning("stdlib line from the view")
+        return "ok"
+
+    app.add_url_rule("/__noisy", "noisy", login_required(noisy))
+
+    signing_in = auth.login()
+    page = client.get("/__noisy")
+
+    assert page.status_code == HTTPStatus.OK
+    assert access_line(logs, signing_in)["user_id"] == alice  # named from the sign-in on
+    lines = lines_of(logs, page)
+    assert {str(r["event"]) for r in lines} >= {
+        "structlog line from the view",
+        "stdlib line from the view",
+        "request",
+    }
+    assert all(r.get("user_id") == alice for r in lines)
+
+
+def test_an_anonymous_request_never_carries_an_earlier_requests_user(
+    app: Flask, client: FlaskClient, auth: AuthActions, logs: Captured
+) -> None:
+    # The test client runs every request on this thread, as a server thread serves one
+    # request after another: the user bound for the first must not leak into the next.
+    alice = auth.create_user()
+    auth.login()
+    signed_in = client.get("/")
+    stranger = app.test_client().get("/auth/login")
+    auth.logout()
+    signed_out = client.get("/")
+
+    assert access_line(logs, signed_in)["user_id"] == alice
+    assert "user_id" not in access_line(logs, stranger)
+    assert signed_out.status_code == HTTPStatus.FOUND  # to the sign-in page
+    assert "user_id" not in access_line(logs, signed_out)
 
 
 def test_secret_named_log_fields_are_redacted(app: Flask, logs: Captured) -> None:

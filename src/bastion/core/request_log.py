@@ -1,4 +1,10 @@
-"""A request id on every request and one access-log line per response.
+"""A request id on every request, the signed-in user's id once known, one access line each.
+
+Who and what (ASVS 16.2.1): every log line of a request carries its ``request_id`` and,
+from the moment the user is known (app.py's user loader, or a sign-in), its ``user_id``.
+Both live in structlog's contextvars, so they reach every line, the stdlib's included.
+`begin_request` clears them first: a thread serves one request after another, and an
+anonymous request must not inherit the previous request's user.
 
 The access line logs the route pattern instead of the path when a view takes a token in
 its URL (`/auth/confirm/<token>`), so one-time links never reach the logs; query strings
@@ -39,6 +45,14 @@ def begin_request() -> None:
     g.request_started = time.perf_counter()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=g.request_id)
+
+
+def bind_user(user_id: int) -> None:
+    """Name `user_id` on every log line from here to the end of this request.
+
+    Called with a user already in hand (loaded or just signed in): no query, no store.
+    """
+    structlog.contextvars.bind_contextvars(user_id=user_id)
 
 
 def spare_random_bytes() -> bytes | None:
