@@ -1,10 +1,11 @@
 """Rate limits, attacked for real: guessing, stuffing, spoofed addresses, a dead store.
 
 Controls proven (security/rate_limit.py, security/hash_guard.py): the named limits
-ip_user.login (5/min), ip.login (20/min), user.login (100/h, across addresses) and
-ip.register (5/h) refuse with 429 + Retry-After + a page + an audit event; the IP is the
-one ProxyFix trusts; a Redis outage fails closed (503) before any hashing; keys never hold
-an email address; a saturated hashing guard refuses at once (503) instead of queueing.
+ip_user.login (5/min), ip.login (20/min), user.login (100/h, across addresses),
+ip.register (5/h) and user.reauth (5/min, every current-password check) refuse with 429 +
+Retry-After + a page + an audit event; the IP is the one ProxyFix trusts; a Redis outage
+fails closed (503) before any hashing; keys never hold an email address; a saturated
+hashing guard refuses at once (503) instead of queueing.
 """
 
 from __future__ import annotations
@@ -140,6 +141,33 @@ def test_the_owners_device_is_not_stopped_by_the_account_limit(
     )
 
     assert login(owner, password=GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+
+
+# Every form that checks the signed-in user's current password spends user.reauth (5/min)
+# before hashing: a session rider (unattended browser, stolen cookie) guesses no faster there.
+CURRENT_PASSWORD_FORMS = {
+    "/auth/reauth": {"password": WRONG},
+    "/account/email": {"password": WRONG, "new_email": "new@example.com"},
+    "/account/": {
+        "current_password": WRONG,
+        "new_password": "a brand new passphrase 4711",
+        "new_password_confirm": "a brand new passphrase 4711",
+    },
+}
+
+
+@pytest.mark.parametrize("path", list(CURRENT_PASSWORD_FORMS))
+def test_current_password_guessing_is_limited_per_account(
+    auth: AuthActions, client: FlaskClient, path: str
+) -> None:
+    auth.create_user()
+    assert auth.login().status_code == HTTPStatus.SEE_OTHER  # fresh: every form is open
+    data = {**CURRENT_PASSWORD_FORMS[path], "csrf_token": auth.csrf(path)}
+    for _ in range(5):
+        refused = client.post(path, data=data)
+        assert refused.status_code in {HTTPStatus.BAD_REQUEST, HTTPStatus.UNAUTHORIZED}
+
+    assert_limited(client.post(path, data=data))
 
 
 def test_registration_is_limited_per_address(client: FlaskClient, auth: AuthActions) -> None:

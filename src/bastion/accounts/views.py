@@ -375,6 +375,9 @@ def account() -> Response | tuple[str, int]:
     form = ChangePasswordForm()
     if form.validate_on_submit():
         user: User = current_user._get_current_object()
+        # The current password is checked again here: counted before hashing, like reauth
+        # and the email change, so a session rider can't guess it at leisure.
+        rate_limit.check(LimitName.USER_REAUTH, str(user.id))
         try:
             service.change_password(
                 user,
