@@ -5,11 +5,14 @@ locked the right password gets the wrong-password answer from anyone else; the v
 device cookie (security/devices.py) still gets in, within its own budget; a device that
 keeps failing is distrusted; one lock mail per period with a single-use unlock link; the
 NIST hard lock at 100 failures admits nobody until recovery; a success resets the count;
-a sign-in from a new browser is notified.
+a sign-in from a new browser is notified. With 2FA on, wrong codes count like wrong
+passwords, the password step alone resets nothing, and only a completed sign-in (both
+factors) earns the device cookie.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -23,11 +26,13 @@ from bastion.core.db import db
 from bastion.security import lockout, passwords
 from bastion.security.devices import DEVICE_COOKIE
 from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
-from tests.security.helpers import audit_rows, is_signed_in, set_cookies, user_id
+from tests.mfa_support import Clock, enrol, second_step
+from tests.security.helpers import audit_rows, is_signed_in, set_cookies, user_id, with_session
 
 VICTIM = "alice@example.com"
 WRONG = "not the password at all"
 LOGIN_FAILED = "Invalid email or password."
+WRONG_CODE = "That code is not correct."
 LOCK_SUBJECT = "Your Bastion account is locked"
 NEW_DEVICE_SUBJECT = "New sign-in to your Bastion account"
 # The per-IP limits would stop these single-address attacks first; here the lockout is tested.
@@ -65,6 +70,18 @@ class Browser:
         for _ in range(times):
             assert self.login(WRONG, email).status_code == HTTPStatus.UNAUTHORIZED
 
+    def second_factor(self, code: str) -> Any:
+        """Answer the 2FA step this browser's password step led to."""
+        response = second_step(self.client, code)
+        response.close()
+        if response.status_code == HTTPStatus.SEE_OTHER:
+            self.token = ""
+        return response
+
+    def fail_codes(self, times: int) -> None:
+        for attempt in range(times):
+            assert self.second_factor(f"{attempt:06d}").status_code == HTTPStatus.UNAUTHORIZED
+
 
 @pytest.fixture
 def victim_device(app: Flask, auth: AuthActions) -> Browser:
@@ -83,6 +100,29 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
     now = [datetime.now(UTC)]
     monkeypatch.setattr("bastion.accounts.service.utcnow", lambda: now[0])
     return now
+
+
+@dataclass(frozen=True)
+class TwoFactorVictim:
+    """Alice with TOTP on, and the browser she enrolled from (it holds her device cookie)."""
+
+    device: Browser
+    secret: str
+    totp: Clock
+
+    def code(self) -> str:
+        return self.totp.code(self.secret)
+
+
+@pytest.fixture
+def mfa_victim(
+    app: Flask, victim_device: Browser, monkeypatch: pytest.MonkeyPatch
+) -> TwoFactorVictim:
+    totp = Clock.install(monkeypatch)
+    assert victim_device.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    secret = enrol(victim_device.client, totp).secret
+    victim_device.logout()
+    return TwoFactorVictim(victim_device, secret, totp)
 
 
 class Mails:
@@ -269,10 +309,24 @@ def test_forged_unlock_link_is_refused(app: Flask, auth: AuthActions) -> None:
     assert client.get("/auth/unlock/forged.token.value").status_code == HTTPStatus.BAD_REQUEST
 
 
+@pytest.mark.settings(**ROOMY, ratelimit_user_mfa="100 per minute")
+@pytest.mark.parametrize("last_failure", ["password", "code"])
 def test_hundred_failures_lock_out_even_the_device_until_unlocked(
-    app: Flask, victim_device: Browser, outbox: Outbox
+    app: Flask,
+    victim_device: Browser,
+    outbox: Outbox,
+    monkeypatch: pytest.MonkeyPatch,
+    last_failure: str,
 ) -> None:
-    """NIST SP 800-63B-4 3.2.2: at 100 consecutive failures the password is disabled."""
+    """NIST SP 800-63B-4 3.2.2: at 100 consecutive failures the password is disabled.
+
+    Whichever factor failed: the 100th may be a wrong code after the right password.
+    """
+    totp = Clock.install(monkeypatch)
+    if last_failure == "code":
+        assert victim_device.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+        secret = enrol(victim_device.client, totp).secret
+        victim_device.logout()
     victim = user_id(app, VICTIM)
     with app.app_context():  # 99 failures already, spread over many lock periods
         lockout.register_failure(victim, lockout.LockoutPolicy(), datetime.now(UTC))
@@ -284,11 +338,18 @@ def test_hundred_failures_lock_out_even_the_device_until_unlocked(
         )
         db.session.commit()
     attacker = Browser(app)
-    attacker.fail(1)
+    if last_failure == "password":
+        attacker.fail(1)
+    else:
+        assert attacker.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+        attacker.fail_codes(1)
+        assert attacker.second_factor(totp.code(secret)).status_code == HTTPStatus.UNAUTHORIZED
 
     assert victim_device.login(GOOD_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED
     mail = [m for m in outbox.messages() if m["Subject"] == LOCK_SUBJECT][-1]
     assert "switched off" in mail.get_content()
+    if last_failure == "code":  # the owner learns that the password itself is known
+        assert "password is known" in mail.get_content()
 
     path = outbox.last_link(VICTIM).removeprefix("https://localhost")
     token = csrf_token_from(victim_device.client.get(path).get_data(as_text=True))
@@ -313,3 +374,126 @@ def test_sign_in_from_a_new_device_is_notified_once(
     assert phone.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
     assert mails.count(NEW_DEVICE_SUBJECT) == 2
     assert len(audit_rows(app, "auth.login.new_device")) == 2
+
+
+# ------------------------------------------------------------- two-factor accounts
+# NIST SP 800-63B-4 3.2.2 caps consecutive failed attempts per account, whichever factor
+# failed: without this, whoever holds the password could guess codes at the 2FA step for
+# ever, at the pace of user.mfa alone (~2 % a day with three valid codes at any time).
+LOCK_AFTER = 3  # so the right code is still tried within one pending login's five
+LOCK_AT_THREE = {
+    **ROOMY,
+    "ratelimit_user_mfa": "100 per minute",  # the lockout is under test, not user.mfa
+    "ratelimit_ip_mfa": "100 per minute",
+    "lockout_threshold": LOCK_AFTER,
+}
+
+
+@pytest.mark.settings(**LOCK_AT_THREE)
+def test_wrong_codes_after_the_right_password_lock_the_account(
+    app: Flask, mfa_victim: TwoFactorVictim, outbox: Outbox
+) -> None:
+    mails = Mails(outbox)
+    thief = Browser(app)  # holds the password, not the second factor
+    assert thief.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    thief.fail_codes(LOCK_AFTER)
+
+    # Locked: the pending login is no way round it, even with the right code.
+    refused = thief.second_factor(mfa_victim.code())
+    assert refused.status_code == HTTPStatus.UNAUTHORIZED
+    assert WRONG_CODE in refused.get_data(as_text=True)
+    assert not is_signed_in(thief.client)
+    assert thief.login(GOOD_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED
+    assert [row.target for row in audit_rows(app, "security.account.locked")] == [VICTIM]
+    assert mails.count(LOCK_SUBJECT) == 1
+
+
+@pytest.mark.settings(**LOCK_AT_THREE)
+def test_the_owners_device_still_completes_a_2fa_sign_in_while_locked(
+    app: Flask, mfa_victim: TwoFactorVictim
+) -> None:
+    thief = Browser(app)
+    assert thief.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    thief.fail_codes(LOCK_AFTER)
+
+    owner = mfa_victim.device
+    assert owner.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    assert owner.second_factor(mfa_victim.code()).status_code == HTTPStatus.SEE_OTHER
+    assert is_signed_in(owner.client)
+    with app.app_context():  # the owner's completed sign-in ends the lock
+        assert lockout.state(user_id(app, VICTIM)) == lockout.UNLOCKED
+
+
+@pytest.mark.settings(**LOCK_AT_THREE)
+def test_the_password_step_alone_never_resets_the_count_of_a_2fa_account(
+    app: Flask, mfa_victim: TwoFactorVictim
+) -> None:
+    thief = Browser(app)
+    thief.fail(LOCK_AFTER - 1)
+    assert thief.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER  # and stops there
+    thief.fail(1)  # the third failure in a row: locked
+
+    assert Browser(app).login(GOOD_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED
+    assert [row.target for row in audit_rows(app, "security.account.locked")] == [VICTIM]
+
+
+@pytest.mark.settings(**LOCK_AT_THREE)
+def test_a_completed_2fa_sign_in_resets_the_count(app: Flask, mfa_victim: TwoFactorVictim) -> None:
+    browser = Browser(app)
+    browser.fail(LOCK_AFTER - 1)
+    assert browser.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    assert browser.second_factor(mfa_victim.code()).status_code == HTTPStatus.SEE_OTHER
+    browser.logout()
+    browser.fail(LOCK_AFTER - 1)
+
+    assert Browser(app).login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+
+
+@pytest.mark.settings(**LOCK_AT_THREE)
+def test_only_a_completed_sign_in_earns_the_device_cookie(
+    app: Flask, mfa_victim: TwoFactorVictim, outbox: Outbox
+) -> None:
+    mails = Mails(outbox)
+    thief = Browser(app)
+    halfway = thief.login(GOOD_PASSWORD)
+    assert halfway.headers["Location"] == "/auth/login/2fa"
+    assert DEVICE_COOKIE not in set_cookies(halfway)
+    assert thief.client.get_cookie(DEVICE_COOKIE) is None
+    assert mails.count(NEW_DEVICE_SUBJECT) == 1  # the owner is warned at the password step
+    laptop = Browser(app)  # the owner's new laptop signs in with both factors
+    assert laptop.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    done = laptop.second_factor(mfa_victim.code())
+    assert done.status_code == HTTPStatus.SEE_OTHER
+    assert DEVICE_COOKIE in set_cookies(done)
+    laptop.logout()
+
+    Browser(app).fail(LOCK_AFTER)  # someone locks the account
+
+    assert thief.login(GOOD_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED  # no bypass
+    assert laptop.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    assert laptop.second_factor(mfa_victim.code()).status_code == HTTPStatus.SEE_OTHER
+    assert is_signed_in(laptop.client)
+
+
+@pytest.mark.settings(**LOCK_AT_THREE)
+def test_wrong_codes_at_reauth_count_and_a_locked_account_gets_no_fresh_login(
+    app: Flask, mfa_victim: TwoFactorVictim
+) -> None:
+    owner = mfa_victim.device
+    assert owner.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    assert owner.second_factor(mfa_victim.code()).status_code == HTTPStatus.SEE_OTHER
+    session = owner.client.get_cookie("__Host-session")
+    assert session is not None
+    thief = with_session(app, session.value)  # a stolen session, without the device cookie
+    token = csrf_token_from(thief.get("/auth/reauth").get_data(as_text=True))
+
+    def reauth(code: str) -> Any:
+        data = {"password": GOOD_PASSWORD, "code": code, "csrf_token": token}
+        return thief.post("/auth/reauth", data=data)
+
+    for attempt in range(LOCK_AFTER):
+        assert reauth(f"{attempt:06d}").status_code == HTTPStatus.UNAUTHORIZED
+
+    assert reauth(mfa_victim.code()).status_code == HTTPStatus.UNAUTHORIZED
+    assert Browser(app).login(GOOD_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED
+    assert [row.target for row in audit_rows(app, "security.account.locked")] == [VICTIM]

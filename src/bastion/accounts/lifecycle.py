@@ -133,7 +133,10 @@ def reset_password(
         raise AccountError(" ".join(problems))
     # Hashed first: a busy guard (503) must not find the second factor already spent.
     new_hash = hash_guard.hash_password(password)
-    # ASVS 6.4.3: a reset does not bypass the second factor.
+    # ASVS 6.4.3: a reset does not bypass the second factor. Its wrong codes are not counted
+    # on the lockout: the reset is the way out of a lock (it proves the mailbox), and the
+    # mailbox holder receives the unlock link anyway, so a lock would stop only the owner.
+    # user.mfa, user.reset and the link's 30 minutes bound the guessing here.
     if mfa.has_totp(user.id) and (not code or mfa.verify_second_factor(user, code, actor) is None):
         raise WrongCode("That code is not correct.")
     try:

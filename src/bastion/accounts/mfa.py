@@ -5,7 +5,9 @@ What pyotp leaves to us (its README's security notes), and how it is done here:
   for a later step, with one conditional UPDATE, so two concurrent requests carrying the
   same code cannot both win (ASVS 6.5.1);
 - brute force: callers throttle attempts (a pending login allows `MAX_LOGIN_ATTEMPTS`;
-  the named limits `user.mfa` / `ip.mfa` bound the rest);
+  the named limits `user.mfa` / `ip.mfa` bound the rest), and a wrong code at sign-in or
+  re-authentication counts on the account's lockout (accounts/service.py
+  `authenticate_second_factor`);
 - the seed is encrypted at rest with the data key, bound to the user (security/crypto.py);
 - `valid_window` is 1: the previous, current and next 30-second step, for clock drift.
 

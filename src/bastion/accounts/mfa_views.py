@@ -17,9 +17,16 @@ from bastion.accounts.forms import ButtonForm, DisableMfaForm, SecondFactorForm,
 from bastion.accounts.models import User
 from bastion.accounts.notifications import Notice, notify
 from bastion.accounts.throttle import throttle_second_factor
-from bastion.accounts.views import _mailer, _settings, _sign_in, bp
+from bastion.accounts.views import (
+    _mailer,
+    _remember_device,
+    _settings,
+    _sign_in,
+    bp,
+    counted_second_factor,
+)
 from bastion.core.db import db
-from bastion.security import hash_guard, sessions
+from bastion.security import devices, hash_guard, sessions
 from bastion.security.crypto import DataKeyMissing
 from bastion.security.freshness import recent_auth_required
 from bastion.security.identity import current_actor
@@ -89,7 +96,13 @@ def require_enrolment() -> Response | None:
 @bp.route("/auth/login/2fa", methods=["GET", "POST"])
 @public
 def login_second_factor() -> Response | tuple[str, int]:
-    """The second step of a sign-in; only a session that just proved the password gets here."""
+    """The second step of a sign-in; only a session that just proved the password gets here.
+
+    Each wrong code is a failed sign-in on the account's lockout, and a locked account
+    refuses even the right code (accounts/service.py `authenticate_second_factor`), so
+    the pending state is no way round the lock. Only here, with every factor proven, does
+    the browser get its device cookie.
+    """
     pending = pending_login.current()
     user = db.session.get(User, pending.user_id) if pending is not None else None
     if pending is None or user is None or not user.is_active or not mfa.has_totp(user.id):
@@ -100,9 +113,10 @@ def login_second_factor() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         throttle_second_factor(user.id)
         actor = current_actor()
+        device = devices.current_device()
         factor = None
         if pending.nonce_matches(form.nonce.data):
-            factor = mfa.verify_second_factor(user, form.code.data, actor)
+            factor = counted_second_factor(user, form.code.data, device)
         if factor is not None:
             # ASVS 7.2.4: the signed-in session gets a new id; the pending state is dropped.
             _sign_in(user, remember=pending.remember)
@@ -110,7 +124,9 @@ def login_second_factor() -> Response | tuple[str, int]:
             if factor is mfa.Factor.RECOVERY_CODE:
                 left = mfa.remaining_recovery_codes(user)
                 flash(f"You used a recovery code; {left} left. Make new ones soon.", "error")
-            return redirect(pending.target, code=HTTPStatus.SEE_OTHER)
+            response = redirect(pending.target, code=HTTPStatus.SEE_OTHER)
+            known = device is not None and device.trusted_for(user.id)
+            return _remember_device(response, user, device, known=known)
         if pending_login.record_wrong_code(pending) is None:
             flash("Too many wrong codes. Sign in again.", "error")
             return redirect(url_for("accounts.login"), code=HTTPStatus.SEE_OTHER)
@@ -208,6 +224,8 @@ def mfa_disable() -> Response | tuple[str, int]:
         return redirect(url_for("accounts.mfa_settings"), code=HTTPStatus.SEE_OTHER)
     form = DisableMfaForm()
     if form.validate_on_submit():
+        # Not counted on the lockout: this page needs a fresh sign-in, i.e. the code was
+        # proven in this session within minutes, so a guess here wins nothing new.
         throttle_second_factor(user.id)
         actor = current_actor()
         if not hash_guard.verify_password(user.password_hash, form.password.data):

@@ -15,7 +15,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from bastion.accounts import user_agents
+from bastion.accounts import mfa, user_agents
 from bastion.accounts.models import User
 from bastion.audit import Actor, EventTag, Outcome, record, record_failure
 from bastion.core import lanes
@@ -210,6 +210,8 @@ def authenticate(
     one argon2 verify (a dummy hash stands in for unknown users) and give the caller the
     same None. A locked account is only evaluated for a trusted device within its per-lock
     budget (security/lockout.py); failures of evaluated attempts grow the lock.
+    With 2FA on, the right password is only half a sign-in: the failure streak stays until
+    `authenticate_second_factor` completes it.
     Raises HashBusy (503) when the process's hashing slots are all taken.
     """
     policy = policy or LockoutPolicy()
@@ -227,17 +229,13 @@ def authenticate(
     now = utcnow()
     lock = lockout.state(user.id) if user is not None else lockout.UNLOCKED
     locked = lock.is_locked(now)
-    # OWASP device cookies: while locked, only a trusted browser is heard, a few times per
-    # lock period; the NIST hard lock (disabled password) hears nobody.
-    heard = not locked or (
-        device is not None
-        and trusted
-        and not lock.disabled
-        and device.spend_locked_attempt(lock.lock_id)
-    )
+    heard = not locked or _device_may_try(device, trusted, lock)
     ok = hash_guard.verify_password(user.password_hash if user else None, password)
     if ok and heard and user is not None and user.active:
-        lockout.reset(user.id)  # NIST 3.2.2: a success resets the failure count
+        if not mfa.has_totp(user.id):
+            # NIST 3.2.2: a success resets the failure count. With 2FA on, a password alone
+            # is no success: resetting here would let its holder guess codes for ever.
+            lockout.reset(user.id)
         if passwords.needs_rehash(user.password_hash):
             # Parameters changed since this hash was made: upgrade it now (OWASP Password
             # Storage CS); a busy process just tries again at the next sign-in.
@@ -266,10 +264,75 @@ def authenticate(
     return None
 
 
+def _device_may_try(device: Device | None, trusted: bool, lock: LockState) -> bool:
+    """Whether this browser is heard while the account is locked (OWASP device cookies).
+
+    Only a trusted browser, a few times per lock period (each call spends one); the NIST
+    hard lock (disabled password) hears nobody.
+    """
+    return (
+        device is not None
+        and trusted
+        and not lock.disabled
+        and device.spend_locked_attempt(lock.lock_id)
+    )
+
+
+def authenticate_second_factor(
+    user: User,
+    code: str,
+    actor: Actor,
+    *,
+    device: Device | None = None,
+    mailer: Mailer | None = None,
+    site: Site | None = None,
+    policy: LockoutPolicy | None = None,
+) -> mfa.Factor | None:
+    """Check a TOTP or recovery code as one more sign-in attempt on the account's lockout.
+
+    NIST SP 800-63B-4 3.2.2 caps consecutive failed attempts per account whichever factor
+    failed, so a wrong code counts like a wrong password: same streak, same growing locks,
+    same hard lock and lock mail. A right code completes the sign-in and resets the streak.
+    While the account is locked the code is not even checked (a right one must not spend
+    its time step or recovery code for nothing), unless this browser is a trusted device
+    within its budget, exactly as at the password step; the caller shows its usual
+    wrong-code answer. The caller throttles attempts (accounts/throttle.py) first.
+    """
+    policy = policy or LockoutPolicy()
+    trusted = device is not None and device.trusted_for(user.id)
+    now = utcnow()
+    lock = lockout.state(user.id)
+    if lock.is_locked(now) and not _device_may_try(device, trusted, lock):
+        record_failure(EventTag.MFA_VERIFY, actor, target=user.email, details={"locked": True})
+        return None
+    factor = mfa.verify_second_factor(user, code, actor)
+    if factor is not None:
+        lockout.reset(user.id)
+        db.session.commit()
+        return factor
+    lock = lockout.register_failure(user.id, policy, now)
+    if device is not None and trusted:
+        device.note_failure()
+    db.session.commit()
+    if lock.newly_locked:
+        _account_locked(user, lock, actor, mailer, site, wrong_code=True)
+    return None
+
+
 def _account_locked(
-    user: User, lock: LockState, actor: Actor, mailer: Mailer | None, site: Site | None
+    user: User,
+    lock: LockState,
+    actor: Actor,
+    mailer: Mailer | None,
+    site: Site | None,
+    *,
+    wrong_code: bool = False,
 ) -> None:
-    """Audit a new lock and mail its owner, at most once per lock period."""
+    """Audit a new lock and mail its owner, at most once per lock period.
+
+    `wrong_code`: the failure that locked was a second factor after the right password,
+    so the mail tells the owner their password is known.
+    """
     record_failure(
         EventTag.ACCOUNT_LOCKED,
         actor,
@@ -278,6 +341,7 @@ def _account_locked(
             "failures": lock.failures,
             "until": lock.locked_until.isoformat() if lock.locked_until else None,
             "disabled": lock.disabled,
+            "factor": "code" if wrong_code else "password",
         },
     )
     if mailer is None or site is None or not lockout.claim_notification(user.id):
@@ -295,12 +359,20 @@ def _account_locked(
             f"After {lock.failures} failed attempts in a row, your account is locked until "
             f"{until}. Browsers you have signed in with before can still sign in."
         )
+    if wrong_code:
+        cause = (
+            "Someone has entered your password correctly and then repeatedly a wrong "
+            "two-factor code"
+        )
+        advice = "your password is known to someone else: choose a new one now at"
+    else:
+        cause = "Someone has repeatedly entered a wrong password"
+        advice = "someone may be guessing your password: unlock, then choose a new password at"
     body = (
-        "Hello,\n\nSomeone has repeatedly entered a wrong password for your "
-        f"Bastion account. {state}\n\nIf this was you, unlock your account now (the link "
-        f"works once, for 24 hours):\n\n{_link(site, '/auth/unlock/' + token)}\n\n"
-        "If it wasn't you, someone may be guessing your password: unlock, then choose a new "
-        f"password at {_link(site, '/auth/reset')}.\n"
+        f"Hello,\n\n{cause} for your Bastion account. {state}\n\nIf this was you, unlock "
+        "your account now (the link works once, for 24 hours):\n\n"
+        f"{_link(site, '/auth/unlock/' + token)}\n\n"
+        f"If it wasn't you, {advice} {_link(site, '/auth/reset')}.\n"
     )
     _send_quietly(
         mailer, MailMessage(to=user.email, subject="Your Bastion account is locked", body=body)

@@ -213,30 +213,45 @@ def login() -> Response | tuple[str, int]:
             )
         elif user is not None:
             remember = bool(form.remember.data) and not is_privileged(user.role)
-            response = _finish_password_login(user, remember=remember)
-            return _remember_device(response, user, device)
+            known = device is not None and device.trusted_for(user.id)
+            if not known:
+                _notify_new_device(user)
+            return _finish_password_login(user, remember=remember, device=device, known=known)
         else:
             form.form_errors.append(LOGIN_FAILED)
     status = HTTPStatus.UNAUTHORIZED if form.is_submitted() else HTTPStatus.OK
     return render_template("accounts/login.html", form=form), status
 
 
-def _remember_device(response: Response, user: User, device: devices.Device | None) -> Response:
-    """Give this browser a device cookie; a browser new to this user means a notice mail.
+def _notify_new_device(user: User) -> None:
+    """Tell the owner their password was just proven in a browser new to this account.
+
+    Sent at the password step, before any second factor: whoever typed it knows the
+    password, and the owner should hear of that even if the code stops them.
+    """
+    service.notify_new_device(
+        user,
+        actor=current_actor(),
+        user_agent=request.user_agent.string,
+        mailer=_deferred_mailer(),
+        site=_site(),
+    )
+
+
+def _remember_device(
+    response: Response, user: User, device: devices.Device | None, *, known: bool
+) -> Response:
+    """Give a browser that completed a sign-in (every factor) its device cookie.
 
     OWASP device cookies: the cookie lets its owner keep trying while the account is
-    locked for everyone else (security/devices.py).
+    locked for everyone else (security/devices.py), so it is trust earned by a whole
+    sign-in; a password alone must not buy the owner's exemption from the lockout.
+    `known`: the browser's cookie already vouches for this user (it is re-signed, so its
+    counts carry on); else a fresh one is issued.
     """
-    if device is not None and device.trusted_for(user.id):
+    if device is not None and known:
         value = device.cookie_value()  # known browser: extend it, under the current key
     else:
-        service.notify_new_device(
-            user,
-            actor=current_actor(),
-            user_agent=request.user_agent.string,
-            mailer=_deferred_mailer(),
-            site=_site(),
-        )
         value = devices.new_cookie_value(user.id)
     devices.set_device_cookie(response, value, _settings().device_cookie_days)
     return response
@@ -295,11 +310,14 @@ def unlock(token: str) -> Response:
     )
 
 
-def _finish_password_login(user: User, *, remember: bool) -> Response:
+def _finish_password_login(
+    user: User, *, remember: bool, device: devices.Device | None, known: bool
+) -> Response:
     """The password is proven: sign in, or first ask for the second factor.
 
     With 2FA on, the password alone signs nobody in: the session only gets a pending state
-    (server-side, 5 minutes, bound to this session) and the user the /auth/login/2fa step.
+    (server-side, 5 minutes, bound to this session) and the user the /auth/login/2fa step,
+    which also gives the device cookie.
     """
     target = safe_next(request.args.get("next"), url_for("web.home"))
     if mfa.has_totp(user.id):
@@ -307,7 +325,7 @@ def _finish_password_login(user: User, *, remember: bool) -> Response:
         return redirect(url_for("accounts.login_second_factor"), code=HTTPStatus.SEE_OTHER)
     _sign_in(user, remember=remember)
     service.record_login(user, current_actor(), remember=remember)
-    return redirect(target, code=HTTPStatus.SEE_OTHER)
+    return _remember_device(redirect(target, code=HTTPStatus.SEE_OTHER), user, device, known=known)
 
 
 def _sign_in(user: User, *, remember: bool) -> None:
@@ -339,6 +357,8 @@ def reauth() -> Response | tuple[str, int]:
     """Prove the password (and the second factor, when on) again before a sensitive action.
 
     ASVS 7.5.1 / 7.5.3: a recent sign-in means every factor the account has, not just one.
+    A wrong code here counts on the lockout as at the login's 2FA step: a stolen session
+    plus the password must not buy unbounded code guesses (NIST SP 800-63B-4 3.2.2).
     """
     form = ReauthForm()
     target = safe_next(request.args.get("next"), url_for("web.home"))
@@ -362,7 +382,27 @@ def reauth() -> Response | tuple[str, int]:
 
 def _second_factor_ok(user: User, code: str) -> bool:
     throttle_second_factor(user.id)
-    return mfa.verify_second_factor(user, code, current_actor()) is not None
+    return counted_second_factor(user, code, devices.current_device()) is not None
+
+
+def counted_second_factor(
+    user: User, code: str, device: devices.Device | None
+) -> mfa.Factor | None:
+    """Check a code as a sign-in attempt: failures count on the account's lockout.
+
+    For the login's 2FA step and re-authentication, where the password was just proven
+    and only the code stands between its holder and the account (accounts/service.py
+    `authenticate_second_factor`).
+    """
+    return service.authenticate_second_factor(
+        user,
+        code,
+        current_actor(),
+        device=device,
+        mailer=_deferred_mailer(),
+        site=_site(),
+        policy=LockoutPolicy.from_settings(_settings()),
+    )
 
 
 # ------------------------------------------------------------------------ account

@@ -1,10 +1,11 @@
 """Device cookies (OWASP "Slow Down Online Guessing Attacks with Device Cookies").
 
-A browser that has signed in successfully carries ``__Host-device``: ``<user id>.<nonce>``
-signed with HMAC-SHA-256 (itsdangerous, salt ``bastion.device-cookie``, SECRET_KEY and its
-fallbacks). It is Secure, HttpOnly, SameSite=Lax, Path=/ and lives
-``BASTION_DEVICE_COOKIE_DAYS`` (default 365): it proves "this browser has signed in as this
-user before", nothing more - it never signs anyone in.
+A browser that has completed a sign-in (with 2FA on: after the second factor, never after
+the password alone) carries ``__Host-device``: ``<user id>.<nonce>`` signed with
+HMAC-SHA-256 (itsdangerous, salt ``bastion.device-cookie``, SECRET_KEY and its fallbacks).
+It is Secure, HttpOnly, SameSite=Lax, Path=/ and lives ``BASTION_DEVICE_COOKIE_DAYS``
+(default 365): it proves "this browser has signed in as this user before", nothing more -
+it never signs anyone in.
 
 What it buys (see security/lockout.py): while an account is locked for everyone else, a
 *trusted* device may still try, within its own small limits:
@@ -15,9 +16,10 @@ What it buys (see security/lockout.py): while an account is locked for everyone 
   (a fresh nonce is issued). A stolen cookie therefore buys a guesser at most a handful of
   tries, and never past the NIST hard lock (which no cookie bypasses).
 
-A successful sign-in without a valid cookie for that user is a "new device": the owner is
-mailed and the browser gets a fresh cookie. One browser holds one device cookie (the last
-user who signed in there).
+A proven password without a valid cookie for that user is a "new device": the owner is
+mailed at once (before any second factor), and the browser gets a fresh cookie once the
+sign-in is complete. One browser holds one device cookie (the last user who signed in
+there).
 """
 
 from __future__ import annotations

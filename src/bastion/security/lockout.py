@@ -3,10 +3,11 @@
 Rules (all settings; OWASP Authentication CS "account lockout", NIST SP 800-63B-4 3.2.2):
 
 - Failures are counted **per account**, not per IP: one row per account in
-  ``account_lockouts`` holds the streak of consecutive failures since the last success. The
-  counter is bumped with one atomic upsert (``INSERT ... ON CONFLICT DO UPDATE ...
-  RETURNING``), so concurrent failures on several nodes never lose a count and exactly one
-  request sees each threshold.
+  ``account_lockouts`` holds the streak of consecutive failures since the last success. A
+  wrong second factor (login 2FA step, re-authentication) is a failure too, and with 2FA on
+  only the second factor makes a success (accounts/service.py). The counter is bumped with
+  one atomic upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so concurrent
+  failures on several nodes never lose a count and exactly one request sees each threshold.
 - Every ``BASTION_LOCKOUT_THRESHOLD`` (10) consecutive failures lock the account for the next
   of ``BASTION_LOCKOUT_DELAYS_MINUTES`` (1, 5, 15, 60, then 60 again): growing delays.
 - At ``BASTION_LOCKOUT_MAX_FAILURES`` (100, NIST's upper bound) the password is *disabled*
@@ -18,11 +19,12 @@ Rules (all settings; OWASP Authentication CS "account lockout", NIST SP 800-63B-
   attacker that the account exists or is locked. Attempts rejected because of the lock are
   not counted (they were never evaluated), so the lock isn't extended by the attacker.
 
-Why this is no lockout-DoS lever: a browser that signed in before carries a signed device
-cookie (security/devices.py) and may keep trying while the account is locked for everyone
-else (within ``device.login``/``device.failure``), and such a browser also skips the
-``user.login`` account limit. The owner gets one mail per lock period (``notified_at`` is
-claimed with a conditional UPDATE, so two nodes can't both send it) with an unlock link.
+Why this is no lockout-DoS lever: a browser that completed a sign-in before (every factor)
+carries a signed device cookie (security/devices.py) and may keep trying while the account
+is locked for everyone else (within ``device.login``/``device.failure``), and such a browser
+also skips the ``user.login`` account limit. The owner gets one mail per lock period
+(``notified_at`` is claimed with a conditional UPDATE, so two nodes can't both send it) with
+an unlock link.
 
 Storage: the database (the lock must outlive Redis restarts and hold across nodes). If the
 database is down, the login fails with 503 like everything else: closed.
