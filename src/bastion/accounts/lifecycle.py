@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 
 from bastion.accounts import mfa
@@ -48,6 +49,7 @@ class WrongCode(AccountError):
 
 
 INVALID_EMAIL_LINK = "This confirmation link is invalid, used or expired."
+ADDRESS_TAKEN = "That address now belongs to another account; nothing was changed."
 
 
 def _link(site: Site, path: str) -> str:
@@ -113,6 +115,30 @@ def _user_of(subject: object) -> User | None:
         return None
 
 
+def _replace_password(user: User, bound_hash: str, new_hash: str) -> bool:
+    """Set `new_hash` if the password hash is still `bound_hash`, the one the link was for.
+
+    Two links mailed for the same password (asked for twice) may be posted at once: each
+    request checked the fingerprint before the other wrote. One conditional UPDATE decides,
+    in the database and so across nodes: the first request moves the hash on (every hash
+    has its own salt), and the others match no row, as if their link had been voided.
+    """
+    now = utcnow()
+    changed = db.session.execute(
+        update(User)
+        .where(User.id == user.id, User.password_hash == bound_hash)
+        .values(
+            password_hash=new_hash,
+            password_changed_at=now,
+            # The link proved the address.
+            confirmed_at=func.coalesce(User.confirmed_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.expire(user)
+    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class ResetResult:
     user: User
@@ -128,6 +154,7 @@ def reset_password(
     (the token stays unused in those cases, so the form can be corrected).
     """
     user = check_reset_token(token)
+    bound_hash = user.password_hash  # what the link is bound to; `user` reloads after commits
     problems = password_problems(password, email=user.email, name=user.name, site=site)
     if problems:
         raise AccountError(" ".join(problems))
@@ -143,10 +170,9 @@ def reset_password(
         consume(TokenPurpose.RESET_PASSWORD, token)
     except InvalidToken:
         raise AccountError(INVALID_RESET) from None
-    user.password_hash = new_hash
-    user.password_changed_at = utcnow()
-    if user.confirmed_at is None:
-        user.confirmed_at = utcnow()  # the link proved the address
+    if not _replace_password(user, bound_hash, new_hash):
+        db.session.rollback()  # nothing of this reset is kept
+        raise AccountError(INVALID_RESET)
     # The owner proved control of the mailbox: any lock (even the 100-failure hard lock) ends.
     lockout.reset(user.id)
     record(EventTag.PASSWORD_RESET, actor, target=user.email)
@@ -210,21 +236,41 @@ def check_email_change(token: str, user: User) -> str:
 def apply_email_change(token: str, user: User, actor: Actor) -> tuple[str, str]:
     """Move `user` to the token's new address; return (old, new). The token works once."""
     new = check_email_change(token, user)
+    old = user.email  # the address the link was checked against
     try:
         consume(TokenPurpose.CHANGE_EMAIL, token)
     except InvalidToken:
         raise AccountError(INVALID_EMAIL_LINK) from None
     if find_by_email(new) is not None:
         db.session.rollback()
-        raise AccountError("That address now belongs to another account; nothing was changed.")
-    old = user.email
-    user.email = new
-    record(EventTag.EMAIL_CHANGE, actor, target=new, details={"old_email": old})
+        raise AccountError(ADDRESS_TAKEN)
     try:
-        db.session.commit()
+        moved = _move_address(user, old, new)
     except IntegrityError:  # a registration took the address in the meantime
         db.session.rollback()
-        raise AccountError(
-            "That address now belongs to another account; nothing was changed."
-        ) from None
+        raise AccountError(ADDRESS_TAKEN) from None
+    if not moved:
+        db.session.rollback()
+        raise AccountError(INVALID_EMAIL_LINK)
+    record(EventTag.EMAIL_CHANGE, actor, target=new, details={"old_email": old})
+    db.session.commit()
     return old, new
+
+
+def _move_address(user: User, old: str, new: str) -> bool:
+    """Change the address from `old` to `new`; False if it is no longer `old`.
+
+    Each link is bound to the address it moves away from. Two links asked for from the same
+    address (to two new ones) may be confirmed at once, each request having checked the old
+    address before the other wrote. One conditional UPDATE decides, in the database: the
+    first moves the address and the others match no row, so the account never ends up at
+    an address whose link no longer named its current one, and the old address is told once.
+    """
+    changed = db.session.execute(
+        update(User)
+        .where(User.id == user.id, User.email == old)
+        .values(email=new)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.expire(user)
+    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]

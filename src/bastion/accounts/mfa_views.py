@@ -117,6 +117,11 @@ def login_second_factor() -> Response | tuple[str, int]:
         factor = None
         if pending.nonce_matches(form.nonce.data):
             factor = counted_second_factor(user, form.code.data, device)
+        if factor is not None and not pending_login.claim(pending):
+            # A concurrent request completed this password step first. Nothing is written
+            # to this session (a double click's browser keeps the winner's new cookie), and
+            # the target signs in only the browser that won.
+            return redirect(pending.target, code=HTTPStatus.SEE_OTHER)
         if factor is not None:
             # ASVS 7.2.4: the signed-in session gets a new id; the pending state is dropped.
             _sign_in(user, remember=pending.remember)

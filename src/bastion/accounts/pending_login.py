@@ -10,20 +10,23 @@ attempt cannot complete a later one.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import asdict, dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import session
 
 from bastion.core.clock import utcnow
-from bastion.security import sessions
+from bastion.core.db import db
+from bastion.security import sessions, tokens
 
 KEY = "_mfa_pending"
 LIFETIME = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
+CLAIM_PURPOSE = "mfa-login"  # `used_tokens.purpose` of a completed pending login
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,23 @@ def current() -> PendingLogin | None:
         clear()
         return None
     return pending
+
+
+def claim(pending: PendingLogin) -> bool:
+    """Spend this pending login for good; False if a concurrent request already did.
+
+    One password step must give at most one signed-in session. Its tabs (or a thief holding
+    a copy of the cookie) can send several good codes at once, each request reading the
+    same pending state before any of them signs in; the session store can't arbitrate that
+    across nodes. The nonce's digest goes into `used_tokens`, whose primary key lets one
+    request through; committed here, before the session is signed in.
+    """
+    digest = hashlib.sha256(pending.nonce.encode()).hexdigest()
+    expires_at = datetime.fromtimestamp(pending.expires, UTC)
+    if not tokens.mark_used(digest, CLAIM_PURPOSE, expires_at):
+        return False
+    db.session.commit()
+    return True
 
 
 def record_wrong_code(pending: PendingLogin) -> PendingLogin | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from bastion.accounts import mfa, user_agents
@@ -479,6 +479,9 @@ def change_password(user: User, *, current: str, new: str, actor: Actor, site: S
 
 
 # ------------------------------------------------------------------- creating users
+ADDRESS_EXISTS = "An account with that email address already exists."
+
+
 def create_user(
     *, email: str, name: str, password: str, role: str, actor: Actor, site: Site
 ) -> User:
@@ -495,7 +498,7 @@ def create_user(
     if problems:
         raise AccountError(" ".join(problems))
     if find_by_email(email) is not None:
-        raise AccountError("An account with that email address already exists.")
+        raise AccountError(ADDRESS_EXISTS)
     user = User(
         email=email,
         name=name,
@@ -504,7 +507,13 @@ def create_user(
         confirmed_at=utcnow(),
     )
     db.session.add(user)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:
+        # A concurrent request (two invitations to one address accepted at once) created
+        # the address after the check above: the unique index decides, with a clear answer.
+        db.session.rollback()
+        raise AccountError(ADDRESS_EXISTS) from None
     record(EventTag.USER_CREATED, actor, target=email, details={"role": role})
     db.session.commit()
     return user
@@ -560,6 +569,11 @@ def admin_exists() -> bool:
     return bool(count)
 
 
+SETUP_LINK_GONE = "This setup link is no longer valid."
+# Advisory lock key for first-admin setup ("bastion" + 0x02; the audit chain uses 0x01).
+SETUP_LOCK_KEY = 0x62617374696F6E02
+
+
 def issue_setup_link(site: Site) -> str | None:
     """A one-time link that creates the first admin, or None when an admin exists."""
     if admin_exists():
@@ -569,11 +583,27 @@ def issue_setup_link(site: Site) -> str | None:
 
 def check_setup_token(token: str) -> None:
     if admin_exists():
-        raise AccountError("This setup link is no longer valid.")
+        raise AccountError(SETUP_LINK_GONE)
     try:
         verify(TokenPurpose.ADMIN_SETUP, token)
     except InvalidToken:
-        raise AccountError("This setup link is no longer valid.") from None
+        raise AccountError(SETUP_LINK_GONE) from None
+
+
+def _first_admin_slot_free() -> bool:
+    """Serialise first-admin setups for the rest of this transaction, then look again.
+
+    Each node's `bastion serve` prints its own setup link while no admin exists, so several
+    valid links (different tokens: the used-token key does not collide) can be posted at
+    once, each having seen no admin. Only the first may create one (the *first* admin),
+    whichever node it reaches, so the lock is the database's: PostgreSQL's transaction-level
+    advisory lock; on SQLite, consume() has already written, so this transaction holds the
+    database write lock. After the lock, READ COMMITTED (or SQLite's single writer) shows
+    any admin a concurrent setup committed.
+    """
+    if db.session.connection().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETUP_LOCK_KEY})
+    return not admin_exists()
 
 
 def setup_admin(
@@ -584,7 +614,10 @@ def setup_admin(
     try:
         consume(TokenPurpose.ADMIN_SETUP, token)
     except InvalidToken:
-        raise AccountError("This setup link is no longer valid.") from None
+        raise AccountError(SETUP_LINK_GONE) from None
+    if not _first_admin_slot_free():
+        db.session.rollback()
+        raise AccountError(SETUP_LINK_GONE)
     try:
         user = create_user(
             email=email, name=name, password=password, role=Role.ADMIN.value, actor=actor, site=site

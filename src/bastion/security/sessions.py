@@ -246,7 +246,10 @@ class SessionManager(SessionInterface):
         except BadSignature:
             session.forget_remember = True
             return
-        row = db.session.get(RememberToken, hash_id(token))
+        key = hash_id(token)
+        row = db.session.execute(
+            select(RememberToken.user_id, RememberToken.expires_at).where(RememberToken.key == key)
+        ).one_or_none()
         if row is None or row.expires_at <= now:
             session.forget_remember = True
             return
@@ -254,8 +257,8 @@ class SessionManager(SessionInterface):
         # Rotate the token on use, so a stolen copy dies the next time its owner comes back;
         # the successor keeps the original expiry: "remember me" is 14 days from the
         # password login, not 14 days from the last visit.
-        db.session.delete(row)
-        db.session.commit()
+        if not self._spend_remember_token(key):
+            return
         session.remember_value = self._new_remember_token(user_id, now, expires_at)
         session.remember_max_age = int((expires_at - now).total_seconds())
         session.sid = None
@@ -264,6 +267,24 @@ class SessionManager(SessionInterface):
         session.record.extra[REMEMBER_LINK] = hash_id(session.remember_value)
         session._data = {USER_KEY: str(user_id), "_fresh": False}
         session.modified = True
+
+    @staticmethod
+    def _spend_remember_token(key: str) -> bool:
+        """Delete the token under `key`; True only for the request whose DELETE removed it.
+
+        Several requests can present one token at once: a thief racing the owner, or the
+        owner's own browser restoring tabs. Each read the row above; one conditional DELETE
+        decides, in the database (so across nodes), and only its winner gets a successor:
+        one token never forks into several live ones. The others stay anonymous and leave
+        the cookie alone, so the owner's browser keeps the successor the winner set.
+        """
+        deleted = db.session.execute(
+            delete(RememberToken)
+            .where(RememberToken.key == key)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        return bool(deleted.rowcount == 1)  # type: ignore[attr-defined]
 
     def _new_remember_token(
         self, user_id: int, now: datetime, expires_at: datetime | None = None

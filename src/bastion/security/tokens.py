@@ -92,18 +92,23 @@ def consume(purpose: TokenPurpose, token: str) -> dict[str, Any]:
     use hits the primary key and raises InvalidToken.
     """
     payload = verify(purpose, token)
-    now = utcnow()
-    db.session.add(
-        UsedToken(
-            jti=str(payload["jti"]),
-            purpose=purpose.value,
-            used_at=now,
-            expires_at=now + MAX_AGE[purpose],
-        )
-    )
+    if not mark_used(str(payload["jti"]), purpose.value, utcnow() + MAX_AGE[purpose]):
+        raise InvalidToken
+    return payload
+
+
+def mark_used(jti: str, purpose: str, expires_at: datetime) -> bool:
+    """Record `jti` as spent in the current transaction; False if it already was.
+
+    The primary key decides between concurrent uses, across processes and nodes: a second
+    insert of the same id waits for the first transaction and fails once it commits (the
+    session is then rolled back). Also for one-time things that are not signed tokens,
+    such as a pending 2FA sign-in (accounts/pending_login.py).
+    """
+    db.session.add(UsedToken(jti=jti, purpose=purpose, used_at=utcnow(), expires_at=expires_at))
     try:
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise InvalidToken from None
-    return payload
+        return False
+    return True
