@@ -11,6 +11,7 @@ read as JSON only (a pickle written into the store is deleted, never unpickled).
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle  # nosec B403: the tests write a pickle into the store, and prove nothing reads it
 from datetime import timedelta
 from http import HTTPStatus
@@ -30,6 +31,7 @@ from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE, hash_id
 from tests.conftest import GOOD_PASSWORD, AuthActions, csrf_token_from
 from tests.security.helpers import (
     Clock,
+    audit_rows,
     cookie_value,
     flip,
     is_deletion,
@@ -507,6 +509,30 @@ def test_remember_me_restores_a_session_that_is_not_fresh(
     assert SESSION_COOKIE in cookies
     assert cookies[REMEMBER_COOKIE]["value"] != remember  # rotated on use
     assert not is_signed_in(with_remember(app, remember))  # the used token is spent
+
+
+def test_every_remember_me_sign_in_and_every_replayed_token_is_audited(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    """ASVS 16.3.1: a restore is a sign-in without the password, so it is logged as one,
+    with its factor; a validly signed token that is no longer stored (a stolen copy of a
+    rotated one) is logged as a failure; a forged signature, which proves nothing, is not."""
+    alice = auth.create_user()
+    auth.login(remember=True)
+    stolen = cookie_value(client, REMEMBER_COOKIE)
+    assert stolen is not None
+    client.delete_cookie(SESSION_COOKIE)  # the owner comes back: the token rotates
+    assert client.get("/").status_code == HTTPStatus.OK
+
+    assert not is_signed_in(with_remember(app, stolen))  # the thief replays the old copy
+    token, signature = stolen.rsplit(".", 1)
+    assert not is_signed_in(with_remember(app, token + "." + flip(signature, 3)))
+
+    rows = audit_rows(app, "auth.login.remember")
+    assert [(r.outcome, r.actor_id) for r in rows] == [("success", alice), ("failure", None)]
+    assert json.loads(rows[0].details) == {"factor": "remember_token"}
+    assert json.loads(rows[1].details) == {"factor": "remember_token", "reason": "unknown"}
+    assert rows[0].ip == "127.0.0.1"
 
 
 def test_remember_me_ends_14_days_after_the_password_login_however_often_it_is_used(

@@ -9,6 +9,9 @@ from enum import StrEnum
 class EventTag(StrEnum):
     LOGIN_SUCCESS = "auth.login.success"
     LOGIN_FAILURE = "auth.login.failure"
+    # A "keep me signed in" token restored a session (success), or a validly signed one
+    # was no longer stored (failure: revoked, expired, or a rotated copy replayed).
+    LOGIN_REMEMBER = "auth.login.remember"
     LOGOUT = "auth.logout"
     REAUTH = "auth.reauth"
     INVITE = "account.invite"

@@ -36,10 +36,12 @@ from sqlalchemy import ForeignKey, String, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bastion.audit import Actor, EventTag, record, record_failure
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
 from bastion.core.errors import DEPENDENCY_DOWN, DependencyUnavailable, error_response
 from bastion.security import signing
+from bastion.security.client import client_ip
 from bastion.security.session_store import (
     SessionRecord,
     SessionStore,
@@ -150,6 +152,12 @@ class _SessionSigners(NamedTuple):
     legacy: Signer  # verifies HMAC-SHA-1 under any configured key (signing.py), never signs
 
 
+def _actor(user_id: int | None) -> Actor:
+    """The audit actor while the session is being opened: Flask-Login's user isn't loaded
+    yet (security/identity.py would load it, through this very session)."""
+    return Actor(user_id=user_id, ip=client_ip(), request_id=g.get("request_id"))
+
+
 class SessionManager(SessionInterface):
     """The Flask session interface backed by a `SessionStore`."""
 
@@ -251,6 +259,14 @@ class SessionManager(SessionInterface):
             select(RememberToken.user_id, RememberToken.expires_at).where(RememberToken.key == key)
         ).one_or_none()
         if row is None or row.expires_at <= now:
+            # Signed by us, so not a guess: a revoked or expired token, or a stolen copy of
+            # one its owner's browser has since rotated. Audited (ASVS 16.3.1); a forged
+            # signature above is not, so garbage cookies can't fill the trail.
+            record_failure(
+                EventTag.LOGIN_REMEMBER,
+                _actor(row.user_id if row is not None else None),
+                details={"factor": "remember_token", "reason": "expired" if row else "unknown"},
+            )
             session.forget_remember = True
             return
         user_id, expires_at = row.user_id, row.expires_at
@@ -259,6 +275,9 @@ class SessionManager(SessionInterface):
         # password login, not 14 days from the last visit.
         if not self._spend_remember_token(key):
             return
+        # A sign-in without the password (or the second factor): audited as one, with its
+        # factor, and committed with the successor token below.
+        record(EventTag.LOGIN_REMEMBER, _actor(user_id), details={"factor": "remember_token"})
         session.remember_value = self._new_remember_token(user_id, now, expires_at)
         session.remember_max_age = int((expires_at - now).total_seconds())
         session.sid = None
