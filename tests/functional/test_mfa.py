@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from http import HTTPStatus
 
@@ -9,9 +10,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from bastion import create_app
 from bastion.accounts.models import RecoveryCode, TotpCredential
+from bastion.audit.models import AuditEvent
 from bastion.core.db import db
 from tests.conftest import GOOD_PASSWORD, AuthActions, Backend, Outbox, csrf_token_from
 from tests.mfa_support import Clock, enrol, login_2fa, second_step
@@ -130,6 +133,8 @@ def test_regenerating_recovery_codes_voids_the_old_ones(
     new_codes = re.findall(r"<li><code>([A-Z2-7-]{29})</code></li>", made.get_data(as_text=True))
     assert len(new_codes) == 10
     assert not set(new_codes) & set(enrolled.recovery_codes)
+    # ASVS 7.4.3: the new codes come with the offer to end the other sessions.
+    assert 'href="/account/sessions/revoke-others"' in made.get_data(as_text=True)
     assert "New recovery codes for Bastion" in subjects(outbox)
     auth.logout()
     assert login_2fa(auth, enrolled.recovery_codes[0]).status_code == HTTPStatus.UNAUTHORIZED
@@ -143,19 +148,30 @@ def test_turning_2fa_off_needs_password_and_code(
     auth.login()
     enrolled = enrol(client, clock)
 
-    def post(password: str, code: str) -> int:
+    def post(password: str, code: str) -> TestResponse:
         page = client.get("/account/2fa/disable")
         token = csrf_token_from(page.get_data(as_text=True))
         data = {"password": password, "code": code, "csrf_token": token}
-        return client.post("/account/2fa/disable", data=data).status_code
+        return client.post("/account/2fa/disable", data=data)
 
-    assert post("not the password at all", clock.code(enrolled.secret)) == HTTPStatus.BAD_REQUEST
-    assert post(GOOD_PASSWORD, "123456") == HTTPStatus.BAD_REQUEST
+    wrong_password = post("not the password at all", clock.code(enrolled.secret))
+    assert wrong_password.status_code == HTTPStatus.BAD_REQUEST
+    assert post(GOOD_PASSWORD, "123456").status_code == HTTPStatus.BAD_REQUEST
     with app.app_context():
         assert db.session.get(TotpCredential, user_id) is not None
-    assert post(GOOD_PASSWORD, clock.code(enrolled.secret)) == HTTPStatus.SEE_OTHER
+    done = post(GOOD_PASSWORD, clock.code(enrolled.secret))
+    assert done.status_code == HTTPStatus.SEE_OTHER
+    # ASVS 7.4.3: a factor change offers to end the other sessions, on a page that opens.
+    assert done.headers["Location"] == "/account/sessions/revoke-others"
+    assert client.get("/account/sessions/revoke-others").status_code == HTTPStatus.OK
     with app.app_context():
         assert db.session.get(TotpCredential, user_id) is None
+        [refused] = db.session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.event == "account.mfa.disable", AuditEvent.outcome == "failure"
+            )
+        ).all()
+        assert json.loads(refused.details) == {"factor": "password"}
         assert db.session.scalars(select(RecoveryCode)).all() == []
     assert "Two-factor authentication is off" in subjects(outbox)
     auth.logout()

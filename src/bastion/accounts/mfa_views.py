@@ -25,6 +25,7 @@ from bastion.accounts.views import (
     bp,
     counted_second_factor,
 )
+from bastion.audit import EventTag, record_failure
 from bastion.core.db import db
 from bastion.security import devices, hash_guard, sessions
 from bastion.security.crypto import DataKeyMissing
@@ -234,14 +235,25 @@ def mfa_disable() -> Response | tuple[str, int]:
         throttle_second_factor(user.id)
         actor = current_actor()
         if not hash_guard.verify_password(user.password_hash, form.password.data):
+            # ASVS 16.3.1: a failed authentication, with the factor that failed (a wrong
+            # code is audited by mfa.verify_second_factor).
+            record_failure(
+                EventTag.MFA_DISABLE, actor, target=user.email, details={"factor": "password"}
+            )
             form.password.errors = [*form.password.errors, "Your current password is not correct."]
         elif mfa.verify_second_factor(user, form.code.data, actor) is None:
             form.code.errors = [*form.code.errors, WRONG_CODE]
         else:
             mfa.disable(user, actor)
             _notify(user, Notice.MFA_DISABLED)
-            flash("Two-factor authentication is off.", "success")
-            return redirect(url_for("accounts.mfa_settings"), code=HTTPStatus.SEE_OTHER)
+            # ASVS 7.4.3: after a factor change, offer to end the other sessions (this one
+            # is fresh, so the confirmation page opens at once).
+            flash(
+                "Two-factor authentication is off. If your phone was lost or someone else may "
+                "have your codes, sign out your other sessions now.",
+                "success",
+            )
+            return redirect(url_for("accounts.revoke_other_sessions"), code=HTTPStatus.SEE_OTHER)
     status = HTTPStatus.BAD_REQUEST if form.is_submitted() else HTTPStatus.OK
     return render_template("accounts/mfa_disable.html", form=form), status
 
