@@ -92,12 +92,16 @@ sessions_group = click.Group("sessions", help="Server-side session maintenance."
 @sessions_group.command("purge")
 @with_appcontext
 def sessions_purge() -> None:
-    """Delete expired sessions (the embedded profile; Redis expires keys itself)."""
+    """Delete expired sessions (Redis expires its own) and spent one-time tokens past their
+    lifetime."""
+    from bastion.security import tokens
     from bastion.security.sessions import manager
 
     policy = manager().policy
-    removed = manager().store.purge_expired(utcnow(), int(policy.idle.total_seconds()))
-    click.echo(f"removed {removed} expired sessions")
+    now = utcnow()
+    removed = manager().store.purge_expired(now, int(policy.idle.total_seconds()))
+    spent = tokens.purge_spent(now)
+    click.echo(f"removed {removed} expired sessions and {spent} spent one-time tokens")
 
 
 @sessions_group.command("revoke-all")

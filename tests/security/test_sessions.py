@@ -472,6 +472,36 @@ def test_every_nth_new_session_purges_the_expired_ones(
     assert all(stored_record(app, value) is not None for value in survivors)
 
 
+@pytest.mark.parametrize("how", ["command", "new-session"])
+def test_spent_one_time_tokens_are_forgotten_once_their_lifetime_is_over(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """`used_tokens` would otherwise grow with every link ever used. A row may go once the
+    token's own lifetime is over (it could no longer verify), never before."""
+    from sqlalchemy import select
+
+    from bastion.cli import main
+    from bastion.core.db import db
+    from bastion.security.tokens import UsedToken, mark_used
+
+    with app.app_context():
+        assert mark_used("spent-long-ago", "reset", utcnow() - timedelta(seconds=1))
+        assert mark_used("spent-still-alive", "reset", utcnow() + timedelta(minutes=30))
+        db.session.commit()
+
+    if how == "command":
+        result = app.test_cli_runner().invoke(main, ["sessions", "purge"])
+        assert result.exit_code == 0, result.output
+        assert "and 1 spent one-time tokens" in result.output
+    else:
+        monkeypatch.setattr(sessions, "PURGE_ONE_IN", 1)
+        app.test_client().get("/auth/login")  # a new session: the opportunistic purge
+
+    with app.app_context():
+        left = set(db.session.scalars(select(UsedToken.jti)))
+    assert left == {"spent-still-alive"}
+
+
 def test_redis_keys_expire_with_the_idle_timeout(app: Flask, client: FlaskClient) -> None:
     if app.extensions["bastion.settings"].redis_url is None:
         pytest.skip("the embedded profile purges with `bastion sessions purge` instead")

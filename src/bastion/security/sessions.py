@@ -40,7 +40,7 @@ from bastion.audit import Actor, EventTag, record, record_failure
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
 from bastion.core.errors import DEPENDENCY_DOWN, DependencyUnavailable, error_response
-from bastion.security import signing
+from bastion.security import signing, tokens
 from bastion.security.client import client_ip
 from bastion.security.session_store import (
     SessionRecord,
@@ -387,6 +387,7 @@ class SessionManager(SessionInterface):
             session.new_id = True
             if self._should_purge():
                 self.store.purge_expired(now, int(self.policy.idle.total_seconds()))
+                tokens.purge_spent(now)
         record.key = hash_id(session.sid)
         record.data = data
         idle_seconds = int(self.policy.idle.total_seconds())
