@@ -43,6 +43,14 @@ def keys_on(page: str) -> list[str]:
     return KEY_RE.findall(page)
 
 
+def key_of_device(client: FlaskClient, device: str) -> str:
+    """The session key on the first row of `client`'s session list that names `device`."""
+    page = client.get("/account/sessions").get_data(as_text=True)
+    found = KEY_RE.search(page, page.index(device))
+    assert found is not None
+    return found.group(1)
+
+
 def revoke(client: FlaskClient, key: str) -> int:
     token = csrf_token_from(client.get("/account/sessions").get_data(as_text=True))
     return client.post(f"/account/sessions/{key}/revoke", data={"csrf_token": token}).status_code
@@ -76,12 +84,9 @@ def test_ending_one_of_my_other_sessions_signs_that_device_out(
     phone = Browser(https, IPHONE)
     laptop.auth.login()
     phone.auth.login(remember=True)  # even "keep me signed in" does not bring it back
-    page = laptop.client.get("/account/sessions").get_data(as_text=True)
-    phone_row = page.index("Mobile Safari")
-    phone_key = KEY_RE.search(page, phone_row)
-    assert phone_key is not None
+    phone_key = key_of_device(laptop.client, "Mobile Safari")
 
-    assert revoke(laptop.client, phone_key.group(1)) == HTTPStatus.SEE_OTHER
+    assert revoke(laptop.client, phone_key) == HTTPStatus.SEE_OTHER
 
     assert phone.client.get("/").status_code == HTTPStatus.FOUND
     assert laptop.client.get("/").status_code == HTTPStatus.OK
@@ -96,16 +101,12 @@ def test_ending_another_session_needs_a_recent_sign_in(
     phone = Browser(https, IPHONE)
     laptop.auth.login()
     phone.auth.login()
-    page = laptop.client.get("/account/sessions").get_data(as_text=True)
-    phone_key = KEY_RE.search(page, page.index("Mobile Safari"))
-    assert phone_key is not None
+    phone_key = key_of_device(laptop.client, "Mobile Safari")
     later = utcnow() + timedelta(minutes=11)
     monkeypatch.setattr("bastion.security.freshness.utcnow", lambda: later)
 
-    token = csrf_token_from(page)
-    stale = laptop.client.post(
-        f"/account/sessions/{phone_key.group(1)}/revoke", data={"csrf_token": token}
-    )
+    token = csrf_token_from(laptop.client.get("/account/sessions").get_data(as_text=True))
+    stale = laptop.client.post(f"/account/sessions/{phone_key}/revoke", data={"csrf_token": token})
 
     assert stale.status_code == HTTPStatus.SEE_OTHER
     assert stale.headers["Location"] == "/auth/reauth?next=/account/sessions"
@@ -116,7 +117,7 @@ def test_ending_another_session_needs_a_recent_sign_in(
     )
     assert reauth.headers["Location"] == "/account/sessions"
     monkeypatch.undo()
-    assert revoke(laptop.client, phone_key.group(1)) == HTTPStatus.SEE_OTHER
+    assert revoke(laptop.client, phone_key) == HTTPStatus.SEE_OTHER
     assert phone.client.get("/").status_code == HTTPStatus.FOUND
 
 

@@ -218,6 +218,16 @@ def alice(auth: AuthActions) -> int:
 
 
 # ------------------------------------------------------------------ password reset
+def race_new_passwords(forms: list[Form]) -> list[TestResponse]:
+    """Every reset form posted at once, each with a new password of its own."""
+    return race(
+        [
+            f.post(password=password_of(i), password_confirm=password_of(i))
+            for i, f in enumerate(forms)
+        ]
+    )
+
+
 def assert_reset_once(app: Flask, answers: list[TestResponse], mail: NewMail) -> None:
     """One racer reset the password (to its own), with one audit event and one notice."""
     assert statuses(answers) == [HTTPStatus.SEE_OTHER] + [HTTPStatus.BAD_REQUEST] * (RACERS - 1)
@@ -236,14 +246,7 @@ def test_one_reset_link_posted_at_once_resets_once(
     forms = browsers(app, path)
     mail = NewMail(outbox)
 
-    answers = race(
-        [
-            f.post(password=password_of(i), password_confirm=password_of(i))
-            for i, f in enumerate(forms)
-        ]
-    )
-
-    assert_reset_once(app, answers, mail)
+    assert_reset_once(app, race_new_passwords(forms), mail)
 
 
 def test_several_reset_links_posted_at_once_reset_once(
@@ -255,14 +258,7 @@ def test_several_reset_links_posted_at_once_reset_once(
     forms = [open_form(app.test_client(), path) for path in paths]
     mail = NewMail(outbox)
 
-    answers = race(
-        [
-            f.post(password=password_of(i), password_confirm=password_of(i))
-            for i, f in enumerate(forms)
-        ]
-    )
-
-    assert_reset_once(app, answers, mail)
+    assert_reset_once(app, race_new_passwords(forms), mail)
 
 
 # -------------------------------------------------------------- confirmation links
