@@ -252,6 +252,37 @@ def test_a_free_thread_passes_over_an_address_at_its_cap(
     assert order.ran == ["hold", "f1", "b1"]
 
 
+def test_a_job_held_back_by_its_cap_wakes_no_thread_and_runs_when_its_share_frees(
+    pool: Callable[[int, int], TwoLanePool],
+) -> None:
+    """Under load, waking a thread that can only go back to sleep is a GIL hand-off for
+    nothing (bench/switches.py). Jobs over their address's cap wake no one; the thread
+    whose job ends takes the next one itself."""
+    lanes_pool = pool(3, 1)
+    lanes_pool.per_address = 1
+    wakeups = []
+    notify = lanes_pool._ready.notify
+
+    def counted(n: int = 1) -> None:
+        wakeups.append(n)
+        notify(n)
+
+    lanes_pool._ready.notify = counted  # type: ignore[method-assign]
+    order = Order()
+    busy = SimpleNamespace(client=("192.0.2.7", 40000))
+    holding = lanes_pool.submit(order.job("hold", hold=True), busy)
+    assert order.started["hold"].wait(WAIT)
+    woken_for_the_first = len(wakeups)
+    waiting = [lanes_pool.submit(order.job(f"j{n}"), busy) for n in range(5)]
+    time.sleep(0.2)
+
+    assert len(wakeups) == woken_for_the_first  # five capped jobs: nobody woken
+    assert not any(future.done() for future in waiting)
+    order.release.set()
+    assert [f.result(WAIT) for f in (holding, *waiting)] == ["hold", "j0", "j1", "j2", "j3", "j4"]
+    assert len(wakeups) == woken_for_the_first  # each ending thread took the next itself
+
+
 def test_the_back_lane_takes_half_the_hashing_slots() -> None:
     assert [worker.back_lane_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 1, 4]
 

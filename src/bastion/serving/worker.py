@@ -146,7 +146,8 @@ class TwoLanePool:
             if self._stopping:
                 raise RuntimeError("cannot schedule new work after shutdown")
             (self._back if back else self._front).append(job)
-            self._ready.notify()
+            if self._runnable():
+                self._ready.notify()
         return job.future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -186,6 +187,17 @@ class TwoLanePool:
                 return job
         return None
 
+    def _runnable(self) -> bool:
+        """Whether a free thread would find a job it may start (condition held).
+
+        Waking a thread for a job held back by its address cap or the back-lane limit only
+        puts it to sleep again, and each such wake-up is a GIL hand-off under load; the
+        thread that frees the share or slot starts the job itself (`_serve`).
+        """
+        if self._first_allowed(self._front) is not None:
+            return True
+        return self._back_running < self.back_limit and self._first_allowed(self._back) is not None
+
     def _take(self) -> _Job | None:
         """The next job for a free thread (called with the condition held)."""
         while True:
@@ -220,13 +232,19 @@ class TwoLanePool:
                 self._running_by_address[job.address] = left
             else:
                 del self._running_by_address[job.address]
-        if self._front or self._back:
-            self._ready.notify()  # a job may have waited for this slot or share
 
     def _serve(self) -> None:
+        job: _Job | None = None
         while True:
             with self._ready:
+                # A finished job's thread takes the next one itself, in one hold of the
+                # condition, so the slot or share it gave back can't be missed; another
+                # thread is woken only for a job that may start beside it.
+                if job is not None:
+                    self._finished(job)
                 job = self._take()
+                if job is not None and self._runnable():
+                    self._ready.notify()
             if job is None:
                 return
             if job.future.set_running_or_notify_cancel():
@@ -234,8 +252,6 @@ class TwoLanePool:
                     job.future.set_result(job.call())
                 except BaseException as exc:  # handed to gthread, which closes the connection
                     job.future.set_exception(exc)
-            with self._ready:
-                self._finished(job)
 
 
 def back_lane_threads(hash_slots: int) -> int:
