@@ -295,3 +295,43 @@ def test_a_request_no_view_would_take_is_answered_as_such_not_as_a_forged_form(
 
     assert answer.status_code == status
     assert audit_rows(app, CSRF_EVENT) == []
+
+
+# ------------------------------------------------- the signed token, reused a minute
+def test_the_signed_token_is_reused_for_a_minute_and_still_accepted(
+    app: Flask, client: FlaskClient, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every signed-in page carries the sign-out form; its token is signed once a minute
+    per session (security/csrf.py SignedTokens), not once a page. The reused token still
+    passes Flask-WTF's check; a new minute or another session gets its own."""
+    from bastion.security import csrf as csrf_module
+
+    signings: list[str] = []
+    generate = csrf_module.generate_csrf
+
+    def counted() -> str:
+        signings.append(token := generate())
+        return token
+
+    monkeypatch.setattr(csrf_module, "generate_csrf", counted)
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(csrf_module.time, "time", lambda: now[0])
+    auth.create_user()
+    auth.login()
+
+    first = csrf_token_from(client.get("/").get_data(as_text=True))
+    now[0] += 30
+    again = csrf_token_from(client.get("/").get_data(as_text=True))
+    assert again == first
+    assert len(signings) == 1
+
+    other = app.test_client()
+    AuthActions(app, other).login()
+    assert csrf_token_from(other.get("/").get_data(as_text=True)) != first
+
+    now[0] += 30  # the next minute
+    assert csrf_token_from(client.get("/").get_data(as_text=True)) != first
+
+    response = client.post("/auth/logout", data={"csrf_token": again})
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert not is_signed_in(client)

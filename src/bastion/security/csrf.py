@@ -9,13 +9,14 @@ neither header, the token alone decides.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, request
-from flask_wtf.csrf import CSRFError
+from flask import Flask, current_app, g, request, session
+from flask_wtf.csrf import CSRFError, generate_csrf
 from werkzeug.wrappers import Response
 
 from bastion.audit import EventTag, record_failure
@@ -27,6 +28,7 @@ from bastion.security.identity import current_actor
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 EXEMPT_ATTR = "__bastion_csrf_exempt__"
+WTF_FIELD_NAME = "csrf_token"  # Flask-WTF's WTF_CSRF_FIELD_NAME: in the session and in `g`
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -96,9 +98,50 @@ def handle_csrf_error(error: CSRFError) -> Response:
     )
 
 
+class SignedTokens:
+    """Flask-WTF's signed form token, signed once a minute per session, not once a page.
+
+    Every signed-in page carries the sign-out form, and Flask-WTF signs the session's raw
+    token anew for each: an HMAC plus a zlib pass (itsdangerous), and zlib lets the GIL go
+    (bench/switches.py: ~1.9 context switches a page). A signed token is valid for
+    WTF_CSRF_TIME_LIMIT from its timestamp, so reusing one for REUSE_SECONDS shortens a
+    form's life by at most that. Keyed by the raw token: a new session, a sign-in (the
+    session is renewed) or a new key (a restart) gets a new one. The signing is still
+    Flask-WTF's own (`generate_csrf`); only its result is kept.
+    """
+
+    REUSE_SECONDS = 60
+    MAX_ENTRIES = 10_000  # beyond this the table starts again empty (bounded memory)
+
+    def __init__(self) -> None:
+        self._signed: dict[str, tuple[int, str]] = {}  # raw token -> (minute, signed)
+
+    def __call__(self) -> str:
+        made = g.get(WTF_FIELD_NAME)  # this request already has one (a form made it)
+        if isinstance(made, str):
+            return made
+        period = int(time.time()) // self.REUSE_SECONDS
+        kept = self._signed.get(session.get(WTF_FIELD_NAME) or "")
+        if kept is not None and kept[0] == period:
+            setattr(g, WTF_FIELD_NAME, kept[1])  # Flask-WTF's per-request copy: forms agree
+            return kept[1]
+        token = str(generate_csrf())  # makes the session's raw token if it had none
+        raw = session.get(WTF_FIELD_NAME)
+        if isinstance(raw, str):
+            if len(self._signed) >= self.MAX_ENTRIES:
+                self._signed.clear()
+            self._signed[raw] = (period, token)
+        return token
+
+
 def init_app(app: Flask) -> None:
     app.config["WTF_CSRF_SSL_STRICT"] = False
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # we call protect() after the origin check
     csrf.init_app(app)
+    # Flask-WTF offers `csrf_token` as a global and again through a context processor; a
+    # later processor's names win, so ours is registered after its.
+    signed = SignedTokens()
+    app.jinja_env.globals["csrf_token"] = signed
+    app.context_processor(lambda: {"csrf_token": signed})
     app.before_request(check_request)
     app.register_error_handler(CSRFError, handle_csrf_error)
