@@ -116,12 +116,17 @@ def sessions_revoke_all() -> None:
     no one's identity and are left to expire.
     """
     from bastion.accounts.models import User
+    from bastion.security.session_cache import TTL_SECONDS
     from bastion.security.sessions import revoke_user_sessions
 
     ended = sum(revoke_user_sessions(user_id) for user_id in db.session.scalars(select(User.id)))
     record(EventTag.SESSIONS_REVOKE_ALL, Actor.system(), details={"sessions": ended})
     db.session.commit()
-    click.echo(f"ended {ended} sessions; every user must sign in again")
+    # An embedded server notices within its session copy's second (security/session_cache.py).
+    click.echo(
+        f"ended {ended} sessions; every user must sign in again "
+        f"(a running server stops serving them within {TTL_SECONDS:g} s)"
+    )
 
 
 keys = click.Group("keys", help="Key rotation helpers.")
