@@ -255,12 +255,11 @@ class SqlSessionStore:
     def _packed(self, columns: list[Any]) -> Select[Any] | None:
         """On SQLite, the same row as one JSON array: one column instead of ~20.
 
-        Python 3.11's sqlite3 lets the GIL go around every column it reads. Under load each
-        release hands the GIL to another request thread and back, and those hand-offs, not
-        the query, were most of a signed-in page's CPU (bench/switches.py: 12 of the page's
-        47 context switches; CPU per page measured with bench.run). A single column is
-        read with one. The values come back as SQLAlchemy's own result processors would
-        return them (`_unpack`), so callers can't tell the difference.
+        Python 3.11's sqlite3 lets the GIL go around every column it reads, and under load
+        each release is a hand-off to another request thread (12 -> 10 context switches a
+        page, bench/switches.py). The text is also what the in-process copy keeps
+        (session_cache.py), so every hit builds fresh objects. The values come back as
+        SQLAlchemy's own result processors would return them (`_unpack`).
         """
         dialect = self.engine.dialect
         if dialect.name != "sqlite":
