@@ -113,7 +113,7 @@ def test_request_ids_and_nonces_come_from_a_few_large_os_draws(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each os.urandom call hands the GIL to another request thread: the bytes are fetched
-    4 KiB at a time (core/request_log.py RandomBytes), each handed out once."""
+    4 KiB at a time (core/randomness.py), each handed out once."""
     draws: list[int | None] = []
     real = secrets.token_bytes
 

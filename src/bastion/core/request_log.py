@@ -14,10 +14,7 @@ are never logged.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import secrets
-import threading
 import time
 from collections.abc import Iterable
 
@@ -25,6 +22,8 @@ import structlog
 from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
+
+from bastion.core import randomness
 
 log = structlog.get_logger("bastion.access")
 SECRET_VIEW_ARGS = frozenset({"token"})
@@ -37,41 +36,9 @@ SPARE_BYTES = 18  # the CSP nonce's (security/headers.py)
 _SPARE = "bastion.spare_random_bytes"
 
 
-class RandomBytes:
-    """Bytes from `secrets.token_bytes` in DRAW_BYTES draws, each byte handed out once.
-
-    os.urandom lets the GIL go, and under load each hand-off to another request thread costs
-    real CPU: one draw per request for its id and nonce instead of two measured -6 to -9 %
-    CPU per signed-in page under wrk, and one per ~150 requests took the page's
-    `os.urandom` context switches from 1.5 to 0 (bench/switches.py). The bytes are the
-    OS's CSPRNG output, only fetched ahead. A forked child starts with none of its
-    parent's (`os.register_at_fork`), so two workers never hand out the same bytes.
-    """
-
-    DRAW_BYTES = 4096
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._left = b""
-        os.register_at_fork(after_in_child=self._forget)
-
-    def take(self, count: int) -> bytes:
-        with self._lock:
-            if len(self._left) < count:
-                self._left = secrets.token_bytes(max(count, self.DRAW_BYTES))
-            taken, self._left = self._left[:count], self._left[count:]
-        return taken
-
-    def _forget(self) -> None:
-        self._lock = threading.Lock()  # a lock held at the fork stays held in the child
-        self._left = b""
-
-
-_random = RandomBytes()
-
-
 def begin_request() -> None:
-    drawn = _random.take(REQUEST_ID_BYTES + SPARE_BYTES)
+    # One take for the id and the nonce: core/randomness.py says why it is pooled.
+    drawn = randomness.take(REQUEST_ID_BYTES + SPARE_BYTES)
     g.request_id = drawn[:REQUEST_ID_BYTES].hex()
     setattr(g, _SPARE, drawn[REQUEST_ID_BYTES:])
     g.request_started = time.perf_counter()

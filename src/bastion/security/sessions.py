@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bastion.audit import Actor, EventTag, record, record_failure
+from bastion.core import randomness
 from bastion.core.clock import utcnow
 from bastion.core.db import Base, db
 from bastion.core.errors import DEPENDENCY_DOWN, DependencyUnavailable, error_response
@@ -383,7 +384,7 @@ class SessionManager(SessionInterface):
             record = self._new_record(user_id, now, auth_at)
             session.sid = None
         if session.sid is None:
-            session.sid = secrets.token_urlsafe(32)
+            session.sid = randomness.token_urlsafe(32)  # 256 bits; one per anonymous visit
             session.new_id = True
             if self._should_purge():
                 self.store.purge_expired(now, int(self.policy.idle.total_seconds()))

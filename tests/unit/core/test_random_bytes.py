@@ -1,11 +1,11 @@
-"""core/request_log.py RandomBytes: CSPRNG bytes fetched ahead, each handed out once, and
+"""core/randomness.py RandomBytes: CSPRNG bytes fetched ahead, each handed out once, and
 never shared with a forked worker."""
 
 from __future__ import annotations
 
 import os
 
-from bastion.core.request_log import RandomBytes
+from bastion.core.randomness import RandomBytes
 
 
 def test_every_byte_is_handed_out_once_and_draws_are_large() -> None:
