@@ -38,7 +38,7 @@ PERMISSIONS_POLICY = ", ".join(
 
 
 def csp_nonce() -> str:
-    """Return this response's CSP nonce (128+ bits from `secrets`, ASVS 11.5.1)."""
+    """Return this response's CSP nonce (144 bits of OS CSPRNG output, ASVS 11.5.1)."""
     nonce: str | None = g.get("csp_nonce")
     if nonce is None:
         # The request's spare bytes from its one draw (core/request_log.py), else a draw.
