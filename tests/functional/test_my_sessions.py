@@ -39,6 +39,16 @@ def https(app: Flask) -> Flask:
     return app
 
 
+def laptop_and_phone_signed_in(app: Flask, auth: AuthActions) -> tuple[Browser, Browser]:
+    """Alice, signed in on a Linux Firefox and on an iPhone."""
+    auth.create_user()
+    laptop = Browser(app, FIREFOX)
+    phone = Browser(app, IPHONE)
+    laptop.auth.login()
+    phone.auth.login()
+    return laptop, phone
+
+
 def keys_on(page: str) -> list[str]:
     return KEY_RE.findall(page)
 
@@ -59,11 +69,7 @@ def revoke(client: FlaskClient, key: str) -> int:
 def test_lists_my_sessions_with_device_ip_and_the_current_one(
     https: Flask, auth: AuthActions
 ) -> None:
-    auth.create_user()
-    laptop = Browser(https, FIREFOX)
-    phone = Browser(https, IPHONE)
-    laptop.auth.login()
-    phone.auth.login()
+    laptop, _phone = laptop_and_phone_signed_in(https, auth)
 
     page = laptop.client.get("/account/sessions").get_data(as_text=True)
 
@@ -96,11 +102,7 @@ def test_ending_one_of_my_other_sessions_signs_that_device_out(
 def test_ending_another_session_needs_a_recent_sign_in(
     https: Flask, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    auth.create_user()
-    laptop = Browser(https, FIREFOX)
-    phone = Browser(https, IPHONE)
-    laptop.auth.login()
-    phone.auth.login()
+    laptop, phone = laptop_and_phone_signed_in(https, auth)
     phone_key = key_of_device(laptop.client, "Mobile Safari")
     later = utcnow() + timedelta(minutes=11)
     monkeypatch.setattr("bastion.security.freshness.utcnow", lambda: later)
@@ -149,11 +151,7 @@ def test_someone_elses_session_key_is_a_404(https: Flask, auth: AuthActions) -> 
 
 
 def test_revoke_needs_a_csrf_token(https: Flask, auth: AuthActions) -> None:
-    auth.create_user()
-    laptop = Browser(https, FIREFOX)
-    phone = Browser(https, IPHONE)
-    laptop.auth.login()
-    phone.auth.login()
+    laptop, phone = laptop_and_phone_signed_in(https, auth)
     keys = keys_on(laptop.client.get("/account/sessions").get_data(as_text=True))
     for key in keys:
         assert laptop.client.post(f"/account/sessions/{key}/revoke").status_code == (
@@ -205,11 +203,7 @@ def test_signing_out_all_others_needs_a_recent_sign_in(
 def test_a_password_change_signs_out_the_others_and_tells_the_owner(
     https: Flask, auth: AuthActions, outbox: Outbox
 ) -> None:
-    auth.create_user()
-    laptop = Browser(https, FIREFOX)
-    phone = Browser(https, IPHONE)
-    laptop.auth.login()
-    phone.auth.login()
+    laptop, phone = laptop_and_phone_signed_in(https, auth)
     mail = NewMail(outbox)
     changed = laptop.client.post(
         "/account/",

@@ -49,6 +49,13 @@ def is_deletion(cookie: dict[str, Any]) -> bool:
     return cookie["value"] == "" and cookie.get("max-age") == "0"
 
 
+def assert_refused_and_cleared(response: TestResponse) -> None:
+    """A session cookie the app would not honour: sent to sign in, and the cookie deleted."""
+    assert response.status_code == HTTPStatus.FOUND
+    assert response.headers["Location"].startswith("/auth/login")
+    assert is_deletion(set_cookies(response)[SESSION_COOKIE])
+
+
 def cookie_value(client: FlaskClient, name: str = SESSION_COOKIE) -> str | None:
     cookie = client.get_cookie(name)
     return cookie.value if cookie is not None else None
