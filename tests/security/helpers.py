@@ -22,7 +22,13 @@ from bastion.core.db import db
 from bastion.security import hash_guard
 from bastion.security.devices import DEVICE_COOKIE
 from bastion.security.session_store import SessionRecord, SessionStore
-from bastion.security.sessions import REMEMBER_COOKIE, SESSION_COOKIE, SessionManager, hash_id
+from bastion.security.sessions import (
+    REMEMBER_COOKIE,
+    SESSION_COOKIE,
+    STATELESS_MARK,
+    SessionManager,
+    hash_id,
+)
 from tests.conftest import Outbox, csrf_token_from
 
 EVIL_ORIGIN = "https://evil.example"
@@ -103,6 +109,33 @@ def stored_record(app: Flask, signed_cookie: str) -> SessionRecord | None:
     """The server-side record behind a session cookie value, or None."""
     with app.app_context():
         return store_of(app).get(hash_id(raw_id(signed_cookie)))
+
+
+def stored_anonymous_session(client: FlaskClient) -> str:
+    """Give `client` an anonymous session that lives in the store, and its cookie value.
+
+    One holding only its CSRF token stays in its cookie (security/sessions.py); a flash
+    moves it into the store: the 2FA step without a pending sign-in flashes "sign in".
+    """
+    client.get("/auth/login/2fa")
+    client.get("/auth/login")  # shows (and drops) the flash; the session stays stored
+    value = cookie_value(client)
+    assert value is not None
+    assert not raw_id(value).startswith(STATELESS_MARK)
+    return value
+
+
+def stored_session_count(app: Flask) -> int:
+    """How many sessions the store holds (rows, or Redis keys under the run's prefix)."""
+    from bastion.security.session_store import StoredSession
+
+    store = store_of(app)
+    redis_client = getattr(store, "client", None)
+    with app.app_context():
+        if redis_client is not None:
+            pattern = store._key("") + "*"  # type: ignore[attr-defined]
+            return sum(1 for _ in redis_client.scan_iter(match=pattern))
+        return int(db.session.scalar(select(func.count()).select_from(StoredSession)) or 0)
 
 
 def is_signed_in(client: FlaskClient) -> bool:

@@ -42,7 +42,9 @@ from tests.security.helpers import (
     set_cookies,
     set_user,
     store_of,
+    stored_anonymous_session,
     stored_record,
+    stored_session_count,
     user_id,
     with_remember,
     with_session,
@@ -372,9 +374,7 @@ def test_anonymous_sessions_get_a_short_absolute_lifetime(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock(monkeypatch, utcnow())
-    client.get("/auth/login")
-    anonymous = cookie_value(client)
-    assert anonymous is not None
+    anonymous = stored_anonymous_session(client)
     record = stored_record(app, anonymous)
     assert record is not None
     assert record.user_id is None
@@ -391,10 +391,73 @@ def test_anonymous_sessions_get_a_short_absolute_lifetime(
     assert stored_record(app, anonymous) is None
 
 
-def test_anonymous_lifetime_default_is_at_most_the_setting(app: Flask, client: FlaskClient) -> None:
+def test_the_sign_in_form_keeps_its_csrf_token_in_the_cookie_and_stores_nothing(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    # Anonymous GETs must not grow the store: a flood of them would otherwise fill it.
+    auth.create_user()
+    before = stored_session_count(app)
+    for _ in range(20):
+        app.test_client().get("/auth/login")
     client.get("/auth/login")
     value = cookie_value(client)
     assert value is not None
+
+    assert stored_session_count(app) == before
+    assert raw_id(value).startswith(sessions.STATELESS_MARK)
+    response = auth.login()  # the token in the cookie still guards the form
+
+    assert response.status_code == HTTPStatus.SEE_OTHER
+    assert is_signed_in(client)
+    assert raw_id(cookie_value(client) or "") != raw_id(value)  # a stored id, not the value
+
+
+def test_a_stateless_cookie_not_signed_by_us_yields_no_csrf_token(
+    app: Flask, client: FlaskClient, auth: AuthActions
+) -> None:
+    # The value carries the raw CSRF token, so only our signature may vouch for one.
+    auth.create_user()
+    mine = app.test_client()
+    form_token = csrf_token_from(mine.get("/auth/login").get_data(as_text=True))
+    value = cookie_value(mine)
+    assert value is not None
+    unsigned = raw_id(value)
+    other_key = Signer("not the app's key", salt=sessions.SESSION_SALT)
+
+    for forged in (unsigned, other_key.sign(unsigned).decode(), flip(value, len(value) - 2)):
+        attacker = with_session(app, forged)
+        form = {"email": "alice@example.com", "password": GOOD_PASSWORD, "csrf_token": form_token}
+        response = attacker.post("/auth/login", data=form)
+        assert response.status_code == HTTPStatus.BAD_REQUEST, forged
+        assert not is_signed_in(attacker)
+
+
+@pytest.mark.settings(anonymous_session_minutes=10)
+def test_a_stateless_session_ends_with_the_anonymous_lifetime(
+    app: Flask, client: FlaskClient, auth: AuthActions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth.create_user()
+    clock = Clock(monkeypatch, utcnow())
+    form_token = csrf_token_from(client.get("/auth/login").get_data(as_text=True))
+    value = cookie_value(client)
+    clock.advance(minutes=9)
+    client.get("/auth/login")
+    assert cookie_value(client) == value  # still within its lifetime: the same value
+
+    clock.advance(minutes=2)
+    response = client.post(
+        "/auth/login",
+        data={"email": "alice@example.com", "password": GOOD_PASSWORD, "csrf_token": form_token},
+    )
+
+    assert response.status_code == HTTPStatus.BAD_REQUEST  # Flask-WTF alone allows an hour
+    assert not is_signed_in(client)
+    client.get("/auth/login")
+    assert cookie_value(client) not in (None, value)
+
+
+def test_anonymous_lifetime_default_is_at_most_the_setting(app: Flask, client: FlaskClient) -> None:
+    value = stored_anonymous_session(client)
 
     record = stored_record(app, value)
 
@@ -406,13 +469,9 @@ def test_anonymous_lifetime_default_is_at_most_the_setting(app: Flask, client: F
 
 def test_expired_sessions_are_purged(app: Flask, client: FlaskClient) -> None:
     # Anonymous traffic must not grow the store without bound.
-    client.get("/auth/login")
-    live = cookie_value(client)
+    live = stored_anonymous_session(client)
     stale_browser = app.test_client()
-    stale_browser.get("/auth/login")
-    stale = cookie_value(stale_browser)
-    assert live is not None
-    assert stale is not None
+    stale = stored_anonymous_session(stale_browser)
     with app.app_context():
         store = store_of(app)
         record = store.get(hash_id(raw_id(stale)))
@@ -444,15 +503,14 @@ def test_expired_sessions_are_purged(app: Flask, client: FlaskClient) -> None:
 def test_every_nth_new_session_purges_the_expired_ones(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Anonymous sign-in pages can't grow the store without bound, even if nobody runs the
-    purge command: one new session in PURGE_ONE_IN purges (a counter per process)."""
+    """Stored anonymous sessions (a flash, a pending sign-in) can't grow the store without
+    bound, even if nobody runs the purge command: one new stored session in PURGE_ONE_IN
+    purges (a counter per process)."""
     if app.extensions["bastion.settings"].redis_url is not None:
         pytest.skip("Redis expires session keys itself")
     monkeypatch.setattr(sessions, "PURGE_ONE_IN", 3)
     stale_browser = app.test_client()
-    stale_browser.get("/auth/login")
-    stale = cookie_value(stale_browser)
-    assert stale is not None
+    stale = stored_anonymous_session(stale_browser)
     with app.app_context():
         record = store_of(app).get(hash_id(raw_id(stale)))
         assert record is not None
@@ -461,9 +519,7 @@ def test_every_nth_new_session_purges_the_expired_ones(
 
     survivors = []
     for _ in range(3):
-        browser = app.test_client()
-        browser.get("/auth/login")
-        survivors.append(cookie_value(browser))
+        survivors.append(stored_anonymous_session(app.test_client()))
         if stored_record(app, stale) is None:
             break
     assert stored_record(app, stale) is None
@@ -493,7 +549,7 @@ def test_spent_one_time_tokens_are_forgotten_once_their_lifetime_is_over(
         assert "and 1 spent one-time tokens" in result.output
     else:
         monkeypatch.setattr(sessions, "PURGE_ONE_IN", 1)
-        app.test_client().get("/auth/login")  # a new session: the opportunistic purge
+        stored_anonymous_session(app.test_client())  # a new stored session: the purge
 
     with app.app_context():
         left = set(db.session.scalars(select(UsedToken.jti)))
@@ -503,9 +559,7 @@ def test_spent_one_time_tokens_are_forgotten_once_their_lifetime_is_over(
 def test_redis_keys_expire_with_the_idle_timeout(app: Flask, client: FlaskClient) -> None:
     if app.extensions["bastion.settings"].redis_url is None:
         pytest.skip("the embedded profile purges with `bastion sessions purge` instead")
-    client.get("/auth/login")
-    value = cookie_value(client)
-    assert value is not None
+    value = stored_anonymous_session(client)
 
     with app.app_context():
         store = store_of(app)

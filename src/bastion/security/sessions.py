@@ -11,6 +11,12 @@ What holds here:
 - the session is loaded lazily, so per-IP rate limits run before any store round trip;
 - idle (30 min) and absolute (8 h) timeouts are enforced server-side (ASVS 7.3.1/7.3.2);
   anonymous sessions (CSRF token on the login form) live an hour at most;
+- an anonymous session that holds nothing but Flask-WTF's raw CSRF token is kept in its
+  signed cookie, not in the store (`STATELESS_MARK`): a GET of the sign-in form writes no
+  row and costs no store round trip, so anonymous traffic can't fill the store. Its
+  cookie value is ``~<issued>~<token>``: signed like an id, so not forgeable, and never
+  looked up, so a signed-in session's id can't pass for one. The first other value it must
+  hold (a flash, a pending sign-in) moves it into the store under a new random id;
 - the id changes whenever the signed-in user changes: at login, logout and on demand
   (ASVS 7.2.4, no fixation), even if a caller forgets to rotate;
 - "remember me" is a random token stored server-side (hashed), so logout and revocation
@@ -43,6 +49,7 @@ from bastion.core.db import Base, db
 from bastion.core.errors import DEPENDENCY_DOWN, DependencyUnavailable, error_response
 from bastion.security import signing, tokens
 from bastion.security.client import client_ip
+from bastion.security.csrf import WTF_FIELD_NAME
 from bastion.security.session_store import (
     SessionRecord,
     SessionStore,
@@ -61,6 +68,7 @@ USER_KEY = "_user_id"  # the key Flask-Login keeps the user id under
 REMEMBER_LINK = "remember"  # record.extra: hash of the remember-me token this session holds
 TOUCH_INTERVAL = timedelta(seconds=60)  # last-seen precision; saves a write per request
 PURGE_ONE_IN = 200  # opportunistic purge of expired rows, one new session in N
+STATELESS_MARK = "~"  # starts a stateless anonymous session's cookie value; no id has it
 
 
 def hash_id(raw: str) -> str:
@@ -108,6 +116,13 @@ class ServerSession(SessionMixin):
 
     # SessionMixin's `permanent` reads the data; our lifetimes are server-side, so fixed.
     permanent = True
+
+    @property
+    def stored_key(self) -> str | None:
+        """The store key of this session's id; None when it has none or is stateless."""
+        if self.sid is None or self.sid.startswith(STATELESS_MARK):
+            return None
+        return hash_id(self.sid)
 
     def _load(self) -> dict[str, Any]:
         self.accessed = True
@@ -216,6 +231,15 @@ class SessionManager(SessionInterface):
     def load(self, session: ServerSession) -> None:
         """Fetch the record behind the cookie, enforce timeouts, or restore from remember-me."""
         now = utcnow()
+        if session.sid is not None and session.stored_key is None:
+            token = self._stateless_token(session.sid, now)
+            if token is not None:
+                session._data = {WTF_FIELD_NAME: token}
+            else:
+                session.sid = None
+                session.clear_cookie = True
+            self._restore_from_remember(session, now)
+            return
         if session.sid is not None:
             key = hash_id(session.sid)
             record = self._stored(key)
@@ -238,6 +262,20 @@ class SessionManager(SessionInterface):
             log.warning("unreadable session record deleted")
             self.store.delete(key)
             return None
+
+    def _stateless_token(self, value: str, now: datetime) -> str | None:
+        """The CSRF token of a stateless session's cookie value, or None once it is older
+        than the anonymous lifetime (or not in the shape `_stateless_value` writes)."""
+        _, issued, token = [*value.split(STATELESS_MARK), "", ""][:3]
+        if not (issued.isdigit() and token):
+            return None
+        if now.timestamp() - int(issued) >= self.policy.anonymous.total_seconds():
+            return None
+        return token
+
+    @staticmethod
+    def _stateless_value(token: str, now: datetime) -> str:
+        return f"{STATELESS_MARK}{int(now.timestamp())}{STATELESS_MARK}{token}"
 
     def _alive(self, record: SessionRecord, now: datetime) -> bool:
         return now < record.expires_at and now - record.last_seen_at < self.policy.idle
@@ -369,17 +407,21 @@ class SessionManager(SessionInterface):
         now = utcnow()
         data = dict(session.items())
         if not data:
-            if session.record is not None and session.sid is not None:
-                self.store.delete(hash_id(session.sid))
+            if session.record is not None and session.stored_key is not None:
+                self.store.delete(session.stored_key)
             if session.sid is not None or session.clear_cookie:
                 self._delete_cookie(response, SESSION_COOKIE)
             return
         user_id = _user_id_of(data)
         record = session.record
+        token = data.get(WTF_FIELD_NAME)
+        if record is None and data.keys() == {WTF_FIELD_NAME} and isinstance(token, str):
+            self._save_stateless(app, session, response, token, now)
+            return
         if record is None or record.user_id != user_id:
             # A new sign-in state always gets a new id: no fixation, whoever forgot to rotate.
-            if session.sid is not None:
-                self.store.delete(hash_id(session.sid))
+            if session.stored_key is not None:
+                self.store.delete(session.stored_key)
             auth_at = record.auth_at if record is not None and record.user_id == user_id else None
             record = self._new_record(user_id, now, auth_at)
             session.sid = None
@@ -399,14 +441,28 @@ class SessionManager(SessionInterface):
             record.last_seen_at = now
             self.store.touch(record, idle_seconds)
         if session.new_id or session.stale_signature:
-            response.set_cookie(
-                SESSION_COOKIE,
-                self._signers(app).current.sign(session.sid).decode(),
-                secure=app.config["SESSION_COOKIE_SECURE"],
-                httponly=True,
-                samesite="Lax",
-                path="/",
-            )
+            self._set_session_cookie(app, response, session.sid)
+
+    def _save_stateless(
+        self, app: Flask, session: ServerSession, response: Response, token: str, now: datetime
+    ) -> None:
+        """Keep an anonymous session holding only its CSRF token in the cookie alone."""
+        value = session.sid
+        if value is None or session.stored_key is not None or session.modified or session.new_id:
+            value = session.sid = self._stateless_value(token, now)
+        elif not session.stale_signature:
+            return  # the cookie already says this
+        self._set_session_cookie(app, response, value)
+
+    def _set_session_cookie(self, app: Flask, response: Response, value: str) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            self._signers(app).current.sign(value).decode(),
+            secure=app.config["SESSION_COOKIE_SECURE"],
+            httponly=True,
+            samesite="Lax",
+            path="/",
+        )
 
     def _should_purge(self) -> bool:
         """Every PURGE_ONE_IN-th new session of this process purges expired ones.
@@ -494,8 +550,8 @@ def _current() -> ServerSession:
 def start_authenticated_session(user_id: int, *, remember: bool) -> None:
     """Begin a fresh session for a password login: new id, no pre-login data (login CSRF)."""
     session = _current()
-    if session.sid is not None:
-        manager().store.delete(hash_id(session.sid))
+    if session.stored_key is not None:
+        manager().store.delete(session.stored_key)
     now = utcnow()
     session.replace_data({})
     session.sid = None
@@ -510,8 +566,8 @@ def rotate_session_id() -> None:
     """Give the current session a new id, keeping its data (privilege or password change)."""
     session = _current()
     session._load()
-    if session.sid is not None:
-        manager().store.delete(hash_id(session.sid))
+    if session.stored_key is not None:
+        manager().store.delete(session.stored_key)
     session.sid = None
     session.new_id = True
     session.modified = True
@@ -521,8 +577,8 @@ def end_session() -> None:
     """Destroy the current session and its remember-me token (logout)."""
     session = _current()
     session._load()
-    if session.sid is not None:
-        manager().store.delete(hash_id(session.sid))
+    if session.stored_key is not None:
+        manager().store.delete(session.stored_key)
     raw = request.cookies.get(REMEMBER_COOKIE)
     if raw:
         try:
@@ -538,11 +594,7 @@ def end_session() -> None:
 
 def revoke_user_sessions(user_id: int, *, keep_current: bool = False) -> int:
     """End every session and remember-me token of a user (optionally keeping this one)."""
-    keep = None
-    if keep_current:
-        session = _current()
-        if session.sid is not None:
-            keep = hash_id(session.sid)
+    keep = _current().stored_key if keep_current else None
     count = manager().store.delete_for_user(user_id, keep=keep)
     db.session.execute(delete(RememberToken).where(RememberToken.user_id == user_id))
     db.session.commit()
@@ -582,7 +634,7 @@ def owner_row(user_id: int) -> dict[str, Any] | None:
 def current_session_key() -> str | None:
     session = _current()
     session._load()
-    return hash_id(session.sid) if session.sid is not None else None
+    return session.stored_key
 
 
 def authenticated_at() -> datetime | None:
