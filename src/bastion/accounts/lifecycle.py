@@ -25,10 +25,12 @@ from bastion.accounts import mfa
 from bastion.accounts.models import User
 from bastion.accounts.service import (
     AccountError,
+    LockoutContext,
     Site,
     find_by_email,
     normalise_email,
     password_problems,
+    verify_current_password,
 )
 from bastion.audit import Actor, EventTag, record, record_failure
 from bastion.core.clock import utcnow
@@ -184,7 +186,13 @@ def reset_password(
 
 # ---------------------------------------------------------------------- email change
 def request_email_change(
-    user: User, *, password: str, new_email: str, actor: Actor, site: Site
+    user: User,
+    *,
+    password: str,
+    new_email: str,
+    actor: Actor,
+    site: Site,
+    context: LockoutContext | None = None,
 ) -> MailMessage:
     """Check the password and return the mail for the new address.
 
@@ -192,7 +200,7 @@ def request_email_change(
     caller shows the same answer either way, so this reveals no account (OWASP Auth CS).
     Raises AccountError for a wrong password or an unusable address.
     """
-    if not hash_guard.verify_password(user.password_hash, password):
+    if not verify_current_password(user, password, actor, context):
         record_failure(EventTag.EMAIL_CHANGE_REQUEST, actor, target=user.email)
         raise WrongPassword("Your current password is not correct.")
     new = normalise_email(new_email)

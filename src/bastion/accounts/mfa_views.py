@@ -24,10 +24,11 @@ from bastion.accounts.views import (
     _sign_in,
     bp,
     counted_second_factor,
+    lockout_context,
 )
 from bastion.audit import EventTag, record_failure
 from bastion.core.db import db
-from bastion.security import devices, hash_guard, sessions
+from bastion.security import devices, sessions
 from bastion.security.crypto import DataKeyMissing
 from bastion.security.freshness import recent_auth_required
 from bastion.security.identity import current_actor
@@ -230,11 +231,12 @@ def mfa_disable() -> Response | tuple[str, int]:
         return redirect(url_for("accounts.mfa_settings"), code=HTTPStatus.SEE_OTHER)
     form = DisableMfaForm()
     if form.validate_on_submit():
-        # Not counted on the lockout: this page needs a fresh sign-in, i.e. the code was
-        # proven in this session within minutes, so a guess here wins nothing new.
+        # The code is not counted on the lockout: this page needs a fresh sign-in, i.e. the
+        # code was proven in this session within minutes, so a guess here wins nothing
+        # new. The password is (service.verify_current_password).
         throttle_second_factor(user.id)
         actor = current_actor()
-        if not hash_guard.verify_password(user.password_hash, form.password.data):
+        if not service.verify_current_password(user, form.password.data, actor, lockout_context()):
             # ASVS 16.3.1: a failed authentication, with the factor that failed (a wrong
             # code is audited by mfa.verify_second_factor).
             record_failure(

@@ -14,7 +14,7 @@ from bastion.accounts.models import User
 from bastion.accounts.notifications import Notice, notify, send_after_response
 from bastion.accounts.service import AccountError, normalise_email
 from bastion.accounts.throttle import throttle_second_factor
-from bastion.accounts.views import _mailer, _no_referrer, _settings, _site, bp
+from bastion.accounts.views import _mailer, _no_referrer, _settings, _site, bp, lockout_context
 from bastion.security import sessions
 from bastion.security.client import client_ip
 from bastion.security.freshness import recent_auth_required
@@ -105,6 +105,7 @@ def change_email() -> Response | tuple[str, int]:
                 new_email=form.new_email.data,
                 actor=current_actor(),
                 site=_site(),
+                context=lockout_context(),
             )
         except AccountError as exc:
             field = form.password if isinstance(exc, lifecycle.WrongPassword) else form.new_email

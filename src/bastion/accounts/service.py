@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from email_validator import EmailNotValidError, validate_email
@@ -427,9 +427,52 @@ def unlock(token: str, actor: Actor) -> User:
     return user
 
 
-def reauthenticate(user: User, password: str, actor: Actor) -> bool:
-    """Check the signed-in user's password again; failures are audited."""
+@dataclass(frozen=True)
+class LockoutContext:
+    """What counting an attempt on the account's lockout needs besides the user."""
+
+    device: Device | None = None
+    mailer: Mailer | None = None  # None: a new lock is audited but mails nobody
+    site: Site | None = None
+    policy: LockoutPolicy = field(default_factory=LockoutPolicy)
+
+
+def verify_current_password(
+    user: User, password: str, actor: Actor, context: LockoutContext | None = None
+) -> bool:
+    """Check a signed-in user's password as one more attempt on the account's lockout.
+
+    For re-authentication, password change, email change and turning 2FA off. A stolen
+    session could otherwise guess the password there at the per-minute account limit
+    for ever; now each wrong one counts on the same streak as at the sign-in form, with
+    the same growing locks, the hard lock at BASTION_LOCKOUT_MAX_FAILURES and the lock
+    mail. While the account is locked the password is not checked, unless this browser
+    is a trusted device within its budget, as at sign-in. A right one does not reset the
+    streak: only a complete sign-in (every factor) does.
+    """
+    context = context or LockoutContext()
+    device = context.device
+    trusted = device is not None and device.trusted_for(user.id)
+    now = utcnow()
+    lock = lockout.state(user.id)
+    if lock.is_locked(now) and not _device_may_try(device, trusted, lock):
+        return False
     if hash_guard.verify_password(user.password_hash, password):
+        return True
+    lock = lockout.register_failure(user.id, context.policy, now)
+    if device is not None and trusted:
+        device.note_failure()
+    db.session.commit()
+    if lock.newly_locked:
+        _account_locked(user, lock, actor, context.mailer, context.site)
+    return False
+
+
+def reauthenticate(
+    user: User, password: str, actor: Actor, context: LockoutContext | None = None
+) -> bool:
+    """Check the signed-in user's password again; failures are audited and counted."""
+    if verify_current_password(user, password, actor, context):
         record(EventTag.REAUTH, actor, target=user.email)
         db.session.commit()
         return True
@@ -464,9 +507,17 @@ def resend_confirmation(user: User, mailer: Mailer, site: Site) -> None:
 
 
 # ------------------------------------------------------------------- password change
-def change_password(user: User, *, current: str, new: str, actor: Actor, site: Site) -> None:
+def change_password(
+    user: User,
+    *,
+    current: str,
+    new: str,
+    actor: Actor,
+    site: Site,
+    context: LockoutContext | None = None,
+) -> None:
     """Replace the password after proving the current one (ASVS 6.2.3)."""
-    if not hash_guard.verify_password(user.password_hash, current):
+    if not verify_current_password(user, current, actor, context):
         record_failure(EventTag.PASSWORD_CHANGE, actor, target=user.email)
         raise AccountError("Your current password is not correct.")
     problems = password_problems(new, email=user.email, name=user.name, site=site)

@@ -369,7 +369,7 @@ def reauth() -> Response | tuple[str, int]:
         actor = current_actor()
         if needs_code and not form.code.data:
             form.code.errors.append("Enter the code from your authenticator app.")
-        elif not service.reauthenticate(user, form.password.data, actor):
+        elif not service.reauthenticate(user, form.password.data, actor, lockout_context()):
             form.password.errors.append("That password is not correct.")
         elif needs_code and not _second_factor_ok(user, form.code.data):
             form.code.errors.append("That code is not correct.")
@@ -405,6 +405,16 @@ def counted_second_factor(
     )
 
 
+def lockout_context() -> service.LockoutContext:
+    """This request's browser, mailer and policy, for counting an attempt on the lockout."""
+    return service.LockoutContext(
+        device=devices.current_device(),
+        mailer=_deferred_mailer(),
+        site=_site(),
+        policy=LockoutPolicy.from_settings(_settings()),
+    )
+
+
 # ------------------------------------------------------------------------ account
 @bp.route("/account/", methods=["GET", "POST"])
 @login_required
@@ -425,6 +435,7 @@ def account() -> Response | tuple[str, int]:
                 new=form.new_password.data,
                 actor=current_actor(),
                 site=_site(),
+                context=lockout_context(),
             )
         except service.AccountError as exc:
             form.new_password.errors.append(str(exc))
