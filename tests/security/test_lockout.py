@@ -138,6 +138,21 @@ class Mails:
         return sum(1 for message in fresh if message["Subject"] == subject)
 
 
+def _stolen_session(app: Flask, owner: Browser) -> FlaskClient:
+    """The owner's fresh signed-in session, copied without the device cookie."""
+    session = owner.client.get_cookie("__Host-session")
+    assert session is not None
+    return with_session(app, session.value)
+
+
+def _signed_in_with_2fa(victim: TwoFactorVictim) -> Browser:
+    """The 2FA victim's own browser, signed in with both factors just now."""
+    owner = victim.device
+    assert owner.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
+    assert owner.second_factor(victim.code()).status_code == HTTPStatus.SEE_OTHER
+    return owner
+
+
 # ------------------------------------------------------------------ lock and answer
 def test_ten_failures_lock_and_then_the_right_password_looks_wrong(
     app: Flask, victim_device: Browser
@@ -480,12 +495,7 @@ def test_only_a_completed_sign_in_earns_the_device_cookie(
 def test_wrong_codes_at_reauth_count_and_a_locked_account_gets_no_fresh_login(
     app: Flask, mfa_victim: TwoFactorVictim
 ) -> None:
-    owner = mfa_victim.device
-    assert owner.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
-    assert owner.second_factor(mfa_victim.code()).status_code == HTTPStatus.SEE_OTHER
-    session = owner.client.get_cookie("__Host-session")
-    assert session is not None
-    thief = with_session(app, session.value)  # a stolen session, without the device cookie
+    thief = _stolen_session(app, _signed_in_with_2fa(mfa_victim))
     token = csrf_token_from(thief.get("/auth/reauth").get_data(as_text=True))
 
     def reauth(code: str) -> Any:
@@ -511,13 +521,6 @@ CURRENT_PASSWORD_FORMS = {
 }
 PASSWORD_FIELD = {"/account/": "current_password"}
 ROOMY_REAUTH = {**LOCK_AT_THREE, "ratelimit_user_reauth": "100 per minute"}
-
-
-def _stolen_session(app: Flask, owner: Browser) -> FlaskClient:
-    """The owner's fresh signed-in session, copied without the device cookie."""
-    session = owner.client.get_cookie("__Host-session")
-    assert session is not None
-    return with_session(app, session.value)
 
 
 @pytest.mark.settings(**ROOMY_REAUTH)
@@ -572,10 +575,7 @@ def test_a_right_current_password_does_not_reset_the_streak(
 def test_wrong_passwords_when_turning_2fa_off_lock_the_account(
     app: Flask, mfa_victim: TwoFactorVictim
 ) -> None:
-    owner = mfa_victim.device
-    assert owner.login(GOOD_PASSWORD).status_code == HTTPStatus.SEE_OTHER
-    assert owner.second_factor(mfa_victim.code()).status_code == HTTPStatus.SEE_OTHER
-    thief = _stolen_session(app, owner)
+    thief = _stolen_session(app, _signed_in_with_2fa(mfa_victim))
     path = "/account/2fa/disable"
     token = csrf_token_from(thief.get(path).get_data(as_text=True))
 
