@@ -264,6 +264,16 @@ def authenticate(
     return None
 
 
+@dataclass(frozen=True)
+class LockoutContext:
+    """What counting an attempt on the account's lockout needs besides the user."""
+
+    device: Device | None = None
+    mailer: Mailer | None = None  # None: a new lock is audited but mails nobody
+    site: Site | None = None
+    policy: LockoutPolicy = field(default_factory=LockoutPolicy)
+
+
 def _device_may_try(device: Device | None, trusted: bool, lock: LockState) -> bool:
     """Whether this browser is heard while the account is locked (OWASP device cookies).
 
@@ -279,14 +289,7 @@ def _device_may_try(device: Device | None, trusted: bool, lock: LockState) -> bo
 
 
 def authenticate_second_factor(
-    user: User,
-    code: str,
-    actor: Actor,
-    *,
-    device: Device | None = None,
-    mailer: Mailer | None = None,
-    site: Site | None = None,
-    policy: LockoutPolicy | None = None,
+    user: User, code: str, actor: Actor, context: LockoutContext | None = None
 ) -> mfa.Factor | None:
     """Check a TOTP or recovery code as one more sign-in attempt on the account's lockout.
 
@@ -298,7 +301,8 @@ def authenticate_second_factor(
     within its budget, exactly as at the password step; the caller shows its usual
     wrong-code answer. The caller throttles attempts (accounts/throttle.py) first.
     """
-    policy = policy or LockoutPolicy()
+    context = context or LockoutContext()
+    device = context.device
     trusted = device is not None and device.trusted_for(user.id)
     now = utcnow()
     lock = lockout.state(user.id)
@@ -310,12 +314,12 @@ def authenticate_second_factor(
         lockout.reset(user.id)
         db.session.commit()
         return factor
-    lock = lockout.register_failure(user.id, policy, now)
+    lock = lockout.register_failure(user.id, context.policy, now)
     if device is not None and trusted:
         device.note_failure()
     db.session.commit()
     if lock.newly_locked:
-        _account_locked(user, lock, actor, mailer, site, wrong_code=True)
+        _account_locked(user, lock, actor, context.mailer, context.site, wrong_code=True)
     return None
 
 
@@ -425,16 +429,6 @@ def unlock(token: str, actor: Actor) -> User:
     record(EventTag.ACCOUNT_UNLOCK, actor, target=user.email)
     db.session.commit()
     return user
-
-
-@dataclass(frozen=True)
-class LockoutContext:
-    """What counting an attempt on the account's lockout needs besides the user."""
-
-    device: Device | None = None
-    mailer: Mailer | None = None  # None: a new lock is audited but mails nobody
-    site: Site | None = None
-    policy: LockoutPolicy = field(default_factory=LockoutPolicy)
 
 
 def verify_current_password(

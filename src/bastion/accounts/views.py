@@ -394,21 +394,14 @@ def counted_second_factor(
     and only the code stands between its holder and the account (accounts/service.py
     `authenticate_second_factor`).
     """
-    return service.authenticate_second_factor(
-        user,
-        code,
-        current_actor(),
-        device=device,
-        mailer=_deferred_mailer(),
-        site=_site(),
-        policy=LockoutPolicy.from_settings(_settings()),
-    )
+    return service.authenticate_second_factor(user, code, current_actor(), lockout_context(device))
 
 
-def lockout_context() -> service.LockoutContext:
-    """This request's browser, mailer and policy, for counting an attempt on the lockout."""
+def lockout_context(device: devices.Device | None = None) -> service.LockoutContext:
+    """What counting an attempt on the lockout needs: the browser's device cookie (this
+    request's unless given), the mailer for a lock notice, the site and the policy."""
     return service.LockoutContext(
-        device=devices.current_device(),
+        device=device if device is not None else devices.current_device(),
         mailer=_deferred_mailer(),
         site=_site(),
         policy=LockoutPolicy.from_settings(_settings()),
