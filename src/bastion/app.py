@@ -166,7 +166,11 @@ def _init_login(app: Flask, settings: Settings) -> None:
         if g.get(DEPENDENCY_DOWN):
             return None  # answering an outage: the error page renders for nobody
         # The SQL session store read the owner's row with the session; else one query.
-        row = sessions.owner_row(int(user_id)) or user_row(int(user_id))
+        row = sessions.owner_row(int(user_id))
+        if row is None:
+            row = user_row(int(user_id))
+            if row is not None:
+                sessions.keep_owner_row(int(user_id), row)
         user = None if row is None else _attached(User, row)
         # A disabled or unconfirmed account is anonymous from its next request on.
         if user is None or not user.is_active:

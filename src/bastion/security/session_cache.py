@@ -111,8 +111,10 @@ class SessionCache:
         self._versions.clear()
 
 
-def _writes_watched_table(statement: str, context: Any) -> bool:
-    """Whether a statement may change a session or user row (unknown: yes)."""
+def _writes_watched_table(
+    statement: str, context: Any, tables: frozenset[str] = WATCHED_TABLES
+) -> bool:
+    """Whether a statement may change a row of `tables` (unknown: yes)."""
     if statement.lstrip()[:6].upper() == "SELECT":
         return False
     if context is None:
@@ -121,25 +123,33 @@ def _writes_watched_table(statement: str, context: Any) -> bool:
         return False  # the store forgets its own rows precisely
     if context.isinsert or context.isupdate or context.isdelete:
         table = getattr(context.compiled.statement, "table", None)
-        return table is None or getattr(table, "name", None) in WATCHED_TABLES
+        return table is None or getattr(table, "name", None) in tables
     return True  # text SQL, DDL, pragmas: can't tell, so assume so
 
 
-def watch_writes(engine: Engine, cache: SessionCache) -> None:
-    """Empty `cache` on any write to ``sessions`` or ``users`` made through `engine`: when it
-    runs, and once its connection is back in the pool (its transaction over: committed or
-    rolled back), so no reader can keep a row it read before the commit."""
+def watch_writes(
+    engine: Engine,
+    on_write: Callable[[], None],
+    tables: frozenset[str] = WATCHED_TABLES,
+    after_commit: Callable[[], None] | None = None,
+) -> None:
+    """Call `on_write` on any write to `tables` made through `engine`: when it runs (an
+    error it raises fails the statement, so its transaction can't commit), and again once
+    its connection is back in the pool (its transaction over: committed or rolled back),
+    so no reader can keep a row it read before the commit. `after_commit`, if given, is
+    called that second time instead (it can no longer fail the write)."""
+    dirty = f"{_DIRTY}:{id(on_write)}"  # one flag per watcher on the pooled connection
 
     def after_execute(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
     ) -> None:
-        if _writes_watched_table(statement, context):
-            conn.info[_DIRTY] = True  # the pooled connection's own info, kept to checkin
-            cache.forget_all()
+        if _writes_watched_table(statement, context, tables):
+            conn.info[dirty] = True  # the pooled connection's own info, kept to checkin
+            on_write()
 
     def on_checkin(dbapi_connection: Any, record: Any) -> None:
-        if record is not None and record.info.pop(_DIRTY, False):
-            cache.forget_all()
+        if record is not None and record.info.pop(dirty, False):
+            (after_commit or on_write)()
 
     event.listen(engine, "after_cursor_execute", after_execute)
     event.listen(engine, "checkin", on_checkin)

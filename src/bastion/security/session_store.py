@@ -65,6 +65,7 @@ def _checked(record: SessionRecord) -> SessionRecord:
         and (record.user_id is None or isinstance(record.user_id, int))
         and isinstance(record.data, dict)
         and isinstance(record.extra, dict)
+        and (record.owner_copy is None or isinstance(record.owner_copy, dict))
         and all(isinstance(moment, datetime) for moment in times)
         and (record.auth_at is None or isinstance(record.auth_at, datetime))
     ):
@@ -95,13 +96,19 @@ class SessionRecord:
     ip: str | None = None
     user_agent: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # The owner's `users` row, when the store read it in the same query (SQL store); the
-    # user loader then needs no query of its own. Never stored.
+    # Redis store: a copy of the owner's `users` row, its hash left out, tagged with the
+    # users generation it was read under (redis_store.py). Stored with the record.
+    owner_copy: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # The owner's `users` row, when the store read it with the session (the SQL store's
+    # join, or a current Redis copy); the user loader then needs no query of its own.
+    # Never stored.
     owner: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # Redis store: the users generation current when this record was read. Never stored.
+    generation: int = field(default=0, repr=False, compare=False)
 
     def to_json(self) -> str:
         doc = asdict(self)
-        del doc["owner"]
+        del doc["owner"], doc["generation"]
         for name in ("created_at", "last_seen_at", "expires_at", "auth_at"):
             value = doc[name]
             doc[name] = value.isoformat() if value is not None else None
@@ -134,6 +141,9 @@ class SessionStore(Protocol):
     ) -> tuple[list[SessionRecord], int]: ...
     def purge_expired(self, now: datetime, idle_seconds: int) -> int: ...
     def ping(self) -> None: ...
+    def keep_owner(self, record: SessionRecord, row: Mapping[str, Any]) -> bool:
+        """Keep `row` (the owner's, just read) with `record`; True if the record must be
+        saved for it."""
 
 
 class StoredSession(Base):
@@ -230,7 +240,7 @@ class SqlSessionStore:
         self._cache: SessionCache | None = None
         if engine.dialect.name == "sqlite":
             self._cache = SessionCache()
-            watch_writes(engine, self._cache)
+            watch_writes(engine, self._cache.forget_all)
 
     def _session_and_owner(self) -> Select[Any]:
         """The session and its owner's row in one query, built once.
@@ -384,3 +394,6 @@ class SqlSessionStore:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+    def keep_owner(self, record: SessionRecord, row: Mapping[str, Any]) -> bool:
+        return False  # the owner is read with the session anyway (`_session_and_owner`)

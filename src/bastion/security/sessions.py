@@ -113,6 +113,7 @@ class ServerSession(SessionMixin):
         self.remember_value: str | None = None
         self.remember_max_age: int | None = None
         self.forget_remember = False
+        self.owner_kept = False  # the store copied the owner's row into the record
 
     # SessionMixin's `permanent` reads the data; our lifetimes are server-side, so fixed.
     permanent = True
@@ -434,7 +435,7 @@ class SessionManager(SessionInterface):
         record.key = hash_id(session.sid)
         record.data = data
         idle_seconds = int(self.policy.idle.total_seconds())
-        if session.modified or session.new_id:
+        if session.modified or session.new_id or session.owner_kept:
             record.last_seen_at = now
             self.store.save(record, idle_seconds, new=session.new_id)
         elif now - record.last_seen_at >= TOUCH_INTERVAL:
@@ -518,7 +519,10 @@ def init_app(app: Flask, settings: Any) -> SessionManager:
         from bastion.security.redis_store import RedisSessionStore, redis_client
 
         client = redis_client(settings.redis_url, settings.redis_timeout_seconds)
-        store = RedisSessionStore(client, settings.redis_prefix)
+        redis_store = RedisSessionStore(client, settings.redis_prefix, Base.metadata)
+        with app.app_context():
+            redis_store.watch_users(db.engine)
+        store = redis_store
     else:
         with app.app_context():
             store = SqlSessionStore(db.engine)
@@ -629,6 +633,14 @@ def owner_row(user_id: int) -> dict[str, Any] | None:
     if record is None or record.user_id != user_id:
         return None
     return record.owner
+
+
+def keep_owner_row(user_id: int, row: dict[str, Any]) -> None:
+    """The loader read the owner's row itself: let the store keep it with the session."""
+    session = _current()
+    record = session.record
+    if record is not None and record.user_id == user_id:
+        session.owner_kept = manager().store.keep_owner(record, row)
 
 
 def current_session_key() -> str | None:

@@ -145,7 +145,7 @@ def test_a_row_copied_while_a_write_was_uncommitted_is_dropped_when_it_commits(
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY, active INTEGER)"))
         conn.execute(text("INSERT INTO users VALUES (1, 1)"))
-    session_cache.watch_writes(engine, cache)
+    session_cache.watch_writes(engine, cache.forget_all)
     with engine.connect() as writer:
         writer.execute(update(users).values(active=0))
         cache.put("k", "row read before the commit", cache.ticket("k"))
