@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from email_validator import EmailNotValidError, validate_email
@@ -302,11 +303,9 @@ def authenticate_second_factor(
     wrong-code answer. The caller throttles attempts (accounts/throttle.py) first.
     """
     context = context or LockoutContext()
-    device = context.device
-    trusted = device is not None and device.trusted_for(user.id)
     now = utcnow()
-    lock = lockout.state(user.id)
-    if lock.is_locked(now) and not _device_may_try(device, trusted, lock):
+    heard, trusted = _heard(context, user, now)
+    if not heard:
         record_failure(EventTag.MFA_VERIFY, actor, target=user.email, details={"locked": True})
         return None
     factor = mfa.verify_second_factor(user, code, actor)
@@ -314,13 +313,36 @@ def authenticate_second_factor(
         lockout.reset(user.id)
         db.session.commit()
         return factor
+    _count_failure(context, user, actor, now, trusted, wrong_code=True)
+    return None
+
+
+def _heard(context: LockoutContext, user: User, now: datetime) -> tuple[bool, bool]:
+    """Whether an attempt on `user` is checked at all (not locked, or a trusted device
+    within its budget), and whether this browser is trusted."""
+    device = context.device
+    trusted = device is not None and device.trusted_for(user.id)
+    lock = lockout.state(user.id)
+    return not lock.is_locked(now) or _device_may_try(device, trusted, lock), trusted
+
+
+def _count_failure(
+    context: LockoutContext,
+    user: User,
+    actor: Actor,
+    now: datetime,
+    trusted: bool,
+    *,
+    wrong_code: bool = False,
+) -> None:
+    """One more failure on the account's streak (and the trusted device's); a new lock is
+    audited and mailed."""
     lock = lockout.register_failure(user.id, context.policy, now)
-    if device is not None and trusted:
-        device.note_failure()
+    if context.device is not None and trusted:
+        context.device.note_failure()
     db.session.commit()
     if lock.newly_locked:
-        _account_locked(user, lock, actor, context.mailer, context.site, wrong_code=True)
-    return None
+        _account_locked(user, lock, actor, context.mailer, context.site, wrong_code=wrong_code)
 
 
 def _account_locked(
@@ -445,20 +467,13 @@ def verify_current_password(
     streak: only a complete sign-in (every factor) does.
     """
     context = context or LockoutContext()
-    device = context.device
-    trusted = device is not None and device.trusted_for(user.id)
     now = utcnow()
-    lock = lockout.state(user.id)
-    if lock.is_locked(now) and not _device_may_try(device, trusted, lock):
+    heard, trusted = _heard(context, user, now)
+    if not heard:
         return False
     if hash_guard.verify_password(user.password_hash, password):
         return True
-    lock = lockout.register_failure(user.id, context.policy, now)
-    if device is not None and trusted:
-        device.note_failure()
-    db.session.commit()
-    if lock.newly_locked:
-        _account_locked(user, lock, actor, context.mailer, context.site)
+    _count_failure(context, user, actor, now, trusted)
     return False
 
 
