@@ -119,9 +119,14 @@ class ServerSession(SessionMixin):
     permanent = True
 
     @property
+    def stateless(self) -> bool:
+        """Whether the cookie holds a stateless anonymous session (never in the store)."""
+        return self.sid is not None and self.sid.startswith(STATELESS_MARK)
+
+    @property
     def stored_key(self) -> str | None:
         """The store key of this session's id; None when it has none or is stateless."""
-        if self.sid is None or self.sid.startswith(STATELESS_MARK):
+        if self.sid is None or self.stateless:
             return None
         return hash_id(self.sid)
 
@@ -232,7 +237,7 @@ class SessionManager(SessionInterface):
     def load(self, session: ServerSession) -> None:
         """Fetch the record behind the cookie, enforce timeouts, or restore from remember-me."""
         now = utcnow()
-        if session.sid is not None and session.stored_key is None:
+        if session.sid is not None and session.stateless:
             token = self._stateless_token(session.sid, now)
             if token is not None:
                 session._data = {WTF_FIELD_NAME: token}
