@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+
+# Run in the server's environment: the app a worker loads, then the names of every module
+# it brought in that is not Bastion's own.
+_LIST_THIRD_PARTY = """
+import json, sys
+import gunicorn.workers.gthread
+import bastion.serving.wsgi
+print(json.dumps([n for n in sys.modules if n.partition(".")[0] not in ("bastion", "__main__")]))
+"""
+# Run in a fresh interpreter: import those modules alone, then report RSS (kB) and misses.
+_IMPORT_ALONE = """
+import importlib, json, sys
+missed = []
+for name in json.load(sys.stdin):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        missed.append(name)
+rss = next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+print(json.dumps({"rss_kb": int(rss), "modules": len(sys.modules), "missed": missed}))
+"""
 
 
 @dataclass(frozen=True)
@@ -76,3 +100,39 @@ def usage(pid: int) -> Usage:
 
 def workers_usage(master: int) -> list[Usage]:
     return [usage(pid) for pid in worker_pids(master)]
+
+
+@dataclass(frozen=True)
+class ImportFloor:
+    rss_mib: float
+    modules: int
+    missed: list[str]
+
+
+def import_floor(python: Path, env: Mapping[str, str], cwd: Path) -> ImportFloor:
+    """RSS of a fresh interpreter that only imports the third-party modules a worker loads.
+
+    No Bastion code, no app, no connections, no gunicorn arbiter: the floor that the chosen
+    libraries alone put under every worker's RSS, measured in the same run as the workers.
+    """
+    listed = subprocess.run(
+        [str(python), "-c", _LIST_THIRD_PARTY],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    names = json.loads(listed.stdout.strip().splitlines()[-1])
+    alone = subprocess.run(
+        [str(python), "-c", _IMPORT_ALONE],
+        input=json.dumps(names),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = json.loads(alone.stdout.strip().splitlines()[-1])
+    return ImportFloor(found["rss_kb"] / 1024, found["modules"], found["missed"])

@@ -9,7 +9,9 @@ creates a user with `bastion users create`, and measures:
 
 1. memory per gunicorn worker (RSS, USS from /proc/<pid>/smaps_rollup), idle and after
    serving N sign-ins at the real argon2 parameters (the first 20 one at a time, for the
-   server-side sign-in time in the app's access log; the rest 4 at a time);
+   server-side sign-in time in the app's access log; the rest 4 at a time), and the floor
+   under it: the RSS of a fresh interpreter that imports only the third-party modules a
+   worker loads (bench/memory.py `import_floor`);
 2. throughput and latency with wrk (``--latency``) of the signed-in home page and the login
    page, against the bare Flask app (bench/bare_app.py: the same templates, no controls)
    under the same gunicorn layout and certificate, in alternating rounds; per round req/s,
@@ -318,6 +320,18 @@ def bench_memory_and_logins(
         f"POST /auth/login server time (app access log, {len(server_ms)} sequential sign-ins): "
         f"median {median_ms:.1f} ms, min {min(server_ms, default=float('nan')):.1f} ms"
     )
+    floor = memory.import_floor(servers.BIN / "python", server.env, server.instance.parent)
+    report.out(
+        f"floor: a fresh interpreter importing only the {floor.modules} third-party modules a "
+        f"worker loads (no Bastion code, no app): RSS {floor.rss_mib:.1f} MiB"
+        + (f"; could not import {floor.missed}" if floor.missed else "")
+    )
+    report.target(
+        f"{profile.name}: RSS of the worker's libraries imported alone (floor)",
+        f"{floor.rss_mib:.1f} MiB",
+        "- (the floor under the above)",
+        None,
+    )
     rss_after = max((u.rss_mib for u in after), default=float("nan"))
     growth = max(
         (u.rss_mib - b.rss_mib for u in after for b in idle if u.pid == b.pid),
@@ -338,6 +352,7 @@ def bench_memory_and_logins(
         "busy_retries": busy_total,
         "login_server_ms": server_ms,
         "login_server_median_ms": median_ms,
+        "import_floor": floor.__dict__,
     }
 
 
