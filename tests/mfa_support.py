@@ -41,6 +41,14 @@ class Clock:
         self.tick()
         return pyotp.TOTP(secret).at(self.now)
 
+    def wrong_codes(self, secret: str, count: int) -> list[str]:
+        """`count` six-digit codes that no step in the accepted window shows right now."""
+        totp = pyotp.TOTP(secret)
+        valid = {totp.at(self.now + timedelta(seconds=30 * k)) for k in (-1, 0, 1)}
+        return [code for code in (f"{n:06d}" for n in range(count + 3)) if code not in valid][
+            :count
+        ]
+
 
 @dataclass(frozen=True)
 class Enrolled:

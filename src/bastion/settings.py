@@ -122,7 +122,8 @@ class Settings:
     # Lockout (security/lockout.py): every `lockout_threshold` consecutive failures lock the
     # account for the next delay in BASTION_LOCKOUT_DELAYS_MINUTES (the last one repeats);
     # at `lockout_max_failures` the password is disabled until the unlock link, a reset or an
-    # admin (NIST SP 800-63B-4 3.2.2: at most 100).
+    # admin (NIST SP 800-63B-4 3.2.2: at most 100). The same number of wrong codes in a row
+    # stops TOTP codes until a recovery code or an admin (accounts/mfa.py).
     lockout_threshold: int = 10
     lockout_delays_minutes: str = "1,5,15,60"
     lockout_max_failures: int = 100

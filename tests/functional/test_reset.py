@@ -16,7 +16,7 @@ from bastion.core.db import db
 from bastion.security.sessions import remember_tokens_for
 from bastion.security.tokens import TokenPurpose, issue
 from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
-from tests.mfa_support import Clock, NewMail, enrol
+from tests.mfa_support import Clock, NewMail, enrol, second_step
 
 NEW_PASSWORD = "harbour juniper cobalt 9041"
 PUBLIC = "https://127.0.0.1:8443"
@@ -249,6 +249,41 @@ def test_with_2fa_a_recovery_code_also_works_for_a_reset(
     path = reset_path(outbox)
     done = set_password(client, path, code=enrolled.recovery_codes[0])
     assert done.status_code == HTTPStatus.SEE_OTHER
+
+
+@pytest.mark.settings(
+    lockout_threshold=3,
+    lockout_max_failures=6,
+    ratelimit_user_mfa="1000 per minute",
+    ratelimit_ip_mfa="1000 per minute",
+)
+def test_wrong_codes_at_the_reset_form_switch_totp_off_and_no_new_link_restarts_them(
+    auth: AuthActions, client: FlaskClient, outbox: Outbox, clock: Clock
+) -> None:
+    """Known gap 40: the mailbox holder guessed codes here without bound. After the maximum
+    of wrong codes in a row, even the right TOTP code is refused, a fresh link from the
+    mailbox changes nothing, and only a recovery code (or an admin) gets past."""
+    auth.create_user()
+    auth.login()
+    enrolled = enrol(client, clock)
+    auth.logout()
+    ask_for_reset(client, "alice@example.com")
+    path = reset_path(outbox)
+    for guess in clock.wrong_codes(enrolled.secret, 6):
+        assert set_password(client, path, code=guess).status_code == HTTPStatus.BAD_REQUEST
+    assert set_password(client, path, code=clock.code(enrolled.secret)).status_code == 400
+    ask_for_reset(client, "alice@example.com")
+    fresh = reset_path(outbox)
+    assert fresh != path
+    assert set_password(client, fresh, code=clock.code(enrolled.secret)).status_code == 400
+    assert auth.login(password=NEW_PASSWORD).status_code == HTTPStatus.UNAUTHORIZED
+
+    # A recovery code is not guessable: it still works, and it ends the streak.
+    done = set_password(client, fresh, code=enrolled.recovery_codes[0])
+    assert done.status_code == HTTPStatus.SEE_OTHER
+    assert auth.login(password=NEW_PASSWORD).headers["Location"] == "/auth/login/2fa"
+    assert second_step(client, clock.code(enrolled.secret)).status_code == HTTPStatus.SEE_OTHER
+    assert client.get("/").status_code == HTTPStatus.OK
 
 
 @pytest.mark.settings(ratelimit_user_reset="3 per hour")

@@ -163,9 +163,10 @@ def reset_password(
     # Hashed first: a busy guard (503) must not find the second factor already spent.
     new_hash = hash_guard.hash_password(password)
     # ASVS 6.4.3: a reset does not bypass the second factor. Its wrong codes are not counted
-    # on the lockout: the reset is the way out of a lock (it proves the mailbox), and the
-    # mailbox holder receives the unlock link anyway, so a lock would stop only the owner.
-    # user.mfa, user.reset and the link's 30 minutes bound the guessing here.
+    # on the account's lockout: the reset is the way out of a lock (it proves the mailbox),
+    # and the mailbox holder receives the unlock link anyway, so a lock would stop only the
+    # owner. They count on the credential's own streak, which no reset or unlock link ends
+    # (mfa.verify_second_factor): NIST's 100 in a row holds here too.
     if mfa.has_totp(user.id) and (not code or mfa.verify_second_factor(user, code, actor) is None):
         raise WrongCode("That code is not correct.")
     try:

@@ -7,7 +7,12 @@ What pyotp leaves to us (its README's security notes), and how it is done here:
 - brute force: callers throttle attempts (a pending login allows `MAX_LOGIN_ATTEMPTS`;
   the named limits `user.mfa` / `ip.mfa` bound the rest), and a wrong code at sign-in or
   re-authentication counts on the account's lockout (accounts/service.py
-  `authenticate_second_factor`);
+  `authenticate_second_factor`). Wherever a code is entered (sign-in, re-authentication,
+  turning 2FA off, the password reset form), a wrong one also counts on the credential's
+  own streak, which neither the unlock link nor a password reset ends: after
+  ``BASTION_LOCKOUT_MAX_FAILURES`` (100, NIST SP 800-63B-4 3.2.2) wrong codes in a row,
+  no TOTP code is accepted until a recovery code (125 bits: not guessable) or an
+  admin's "reset 2FA" ends the streak;
 - the seed is encrypted at rest with the data key, bound to the user (security/crypto.py);
 - `valid_window` is 1: the previous, current and next 30-second step, for clock drift.
 
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import pyotp
+from flask import current_app
 from sqlalchemy import delete, func, select, update
 
 from bastion.accounts.models import RecoveryCode, TotpCredential, User
@@ -166,7 +172,11 @@ def verify_totp(user: User, code: str) -> bool:
     # One conditional UPDATE: of two requests carrying the same code, one matches a row.
     claimed = db.session.execute(
         update(TotpCredential)
-        .where(TotpCredential.user_id == user.id, TotpCredential.last_step < step)
+        .where(
+            TotpCredential.user_id == user.id,
+            TotpCredential.last_step < step,
+            TotpCredential.failed_codes < _max_code_failures(),
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -176,7 +186,14 @@ def verify_totp(user: User, code: str) -> bool:
 
 
 def verify_second_factor(user: User, code: str, actor: Actor) -> Factor | None:
-    """Check a TOTP code or a recovery code; audit the outcome; None when neither is good."""
+    """Check a TOTP code or a recovery code; audit the outcome; None when neither is good.
+
+    Every wrong code adds one to the credential's streak and a right one ends it. Once the
+    streak reaches the maximum, no TOTP code is accepted, right or wrong (verify_totp's
+    UPDATE matches no row): 6 digits can be guessed, so NIST's cap holds however the codes
+    arrive and whatever unlocked the account meanwhile. Recovery codes are still accepted,
+    so the owner can end the streak themselves.
+    """
     cleaned = (code or "").strip()
     compact = cleaned.replace(" ", "")
     if len(compact) == DIGITS and compact.isdigit():
@@ -184,11 +201,37 @@ def verify_second_factor(user: User, code: str, actor: Actor) -> Factor | None:
     else:
         factor = Factor.RECOVERY_CODE if use_recovery_code(user, cleaned, actor) else None
     if factor is None:
-        record_failure(EventTag.MFA_VERIFY, actor, target=user.email)
+        streak = _count_wrong_code(user.id)
+        details = {"streak": streak, "totp_off": streak >= _max_code_failures()}
+        record_failure(EventTag.MFA_VERIFY, actor, target=user.email, details=details)
         return None
+    db.session.execute(
+        update(TotpCredential)
+        .where(TotpCredential.user_id == user.id, TotpCredential.failed_codes != 0)
+        .values(failed_codes=0)
+        .execution_options(synchronize_session=False)
+    )
     record(EventTag.MFA_VERIFY, actor, target=user.email, details={"factor": factor.value})
     db.session.commit()
     return factor
+
+
+def _max_code_failures() -> int:
+    return int(current_app.extensions["bastion.settings"].lockout_max_failures)
+
+
+def _count_wrong_code(user_id: int) -> int:
+    """Add one to the credential's streak in one atomic UPDATE; return the new streak (0
+    without 2FA). Commits, so a failed request still leaves its count."""
+    streak = db.session.scalar(
+        update(TotpCredential)
+        .where(TotpCredential.user_id == user_id)
+        .values(failed_codes=TotpCredential.failed_codes + 1)
+        .returning(TotpCredential.failed_codes)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return int(streak or 0)
 
 
 def reencrypt_all() -> int:

@@ -46,6 +46,9 @@ class TotpCredential(Base):
     The seed is encrypted with the data key (security/crypto.py), bound to the user id.
     `last_step` is the newest accepted time step: a code is accepted only for a later step,
     so no code works twice (pyotp leaves replay protection to the application).
+    `failed_codes` is the streak of wrong codes since the last right one, wherever they were
+    entered (accounts/mfa.py `verify_second_factor`); only a right code or an admin's
+    "reset 2FA" (which deletes the row) ends it.
     """
 
     __tablename__ = "totp_credentials"
@@ -55,6 +58,7 @@ class TotpCredential(Base):
     )
     secret: Mapped[str] = mapped_column(Text)
     last_step: Mapped[int] = mapped_column(BigInteger)
+    failed_codes: Mapped[int] = mapped_column(default=0, server_default="0")
     enabled_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
