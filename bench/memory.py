@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 
@@ -115,24 +116,23 @@ def import_floor(python: Path, env: Mapping[str, str], cwd: Path) -> ImportFloor
     No Bastion code, no app, no connections, no gunicorn arbiter: the floor that the chosen
     libraries alone put under every worker's RSS, measured in the same run as the workers.
     """
-    listed = subprocess.run(
-        [str(python), "-c", _LIST_THIRD_PARTY],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    names = json.loads(listed.stdout.strip().splitlines()[-1])
-    alone = subprocess.run(
-        [str(python), "-c", _IMPORT_ALONE],
-        input=json.dumps(names),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    found = json.loads(alone.stdout.strip().splitlines()[-1])
+    names = _last_json_line(python, _LIST_THIRD_PARTY, cwd, env=env)
+    found = _last_json_line(python, _IMPORT_ALONE, cwd, stdin=json.dumps(names))
     return ImportFloor(found["rss_kb"] / 1024, found["modules"], found["missed"])
+
+
+def _last_json_line(
+    python: Path, code: str, cwd: Path, env: Mapping[str, str] | None = None, stdin: str = ""
+) -> Any:
+    """Run `code` in `python`; the JSON on its last line of output."""
+    done = subprocess.run(
+        [str(python), "-c", code],
+        input=stdin,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -16,7 +16,7 @@ from bastion.core.db import db
 from bastion.security.sessions import remember_tokens_for
 from bastion.security.tokens import TokenPurpose, issue
 from tests.conftest import GOOD_PASSWORD, AuthActions, Outbox, csrf_token_from
-from tests.mfa_support import Clock, NewMail, enrol, second_step
+from tests.mfa_support import Clock, Enrolled, NewMail, enrol, second_step
 
 NEW_PASSWORD = "harbour juniper cobalt 9041"
 PUBLIC = "https://127.0.0.1:8443"
@@ -217,15 +217,22 @@ def test_disabled_accounts_get_no_mail(
     assert mail.messages() == []
 
 
-def test_with_2fa_the_reset_also_needs_a_code(
+def enrolled_and_reset_link(
     auth: AuthActions, client: FlaskClient, outbox: Outbox, clock: Clock
-) -> None:
+) -> tuple[Enrolled, str]:
+    """Alice with TOTP on, signed out, holding a fresh reset link (its path)."""
     auth.create_user()
     auth.login()
     enrolled = enrol(client, clock)
     auth.logout()
     ask_for_reset(client, "alice@example.com")
-    path = reset_path(outbox)
+    return enrolled, reset_path(outbox)
+
+
+def test_with_2fa_the_reset_also_needs_a_code(
+    auth: AuthActions, client: FlaskClient, outbox: Outbox, clock: Clock
+) -> None:
+    enrolled, path = enrolled_and_reset_link(auth, client, outbox, clock)
     assert 'name="code"' in client.get(path).get_data(as_text=True)
 
     assert set_password(client, path).status_code == HTTPStatus.BAD_REQUEST  # no code
@@ -241,12 +248,7 @@ def test_with_2fa_the_reset_also_needs_a_code(
 def test_with_2fa_a_recovery_code_also_works_for_a_reset(
     auth: AuthActions, client: FlaskClient, outbox: Outbox, clock: Clock
 ) -> None:
-    auth.create_user()
-    auth.login()
-    enrolled = enrol(client, clock)
-    auth.logout()
-    ask_for_reset(client, "alice@example.com")
-    path = reset_path(outbox)
+    enrolled, path = enrolled_and_reset_link(auth, client, outbox, clock)
     done = set_password(client, path, code=enrolled.recovery_codes[0])
     assert done.status_code == HTTPStatus.SEE_OTHER
 
@@ -263,12 +265,7 @@ def test_wrong_codes_at_the_reset_form_switch_totp_off_and_no_new_link_restarts_
     """Known gap 40: the mailbox holder guessed codes here without bound. After the maximum
     of wrong codes in a row, even the right TOTP code is refused, a fresh link from the
     mailbox changes nothing, and only a recovery code (or an admin) gets past."""
-    auth.create_user()
-    auth.login()
-    enrolled = enrol(client, clock)
-    auth.logout()
-    ask_for_reset(client, "alice@example.com")
-    path = reset_path(outbox)
+    enrolled, path = enrolled_and_reset_link(auth, client, outbox, clock)
     for guess in clock.wrong_codes(enrolled.secret, 6):
         assert set_password(client, path, code=guess).status_code == HTTPStatus.BAD_REQUEST
     assert set_password(client, path, code=clock.code(enrolled.secret)).status_code == 400
