@@ -31,7 +31,7 @@ from tests.conftest import (
     Outbox,
     csrf_token_from,
 )
-from tests.mfa_support import Clock, enrol, login_2fa, nonce_from, second_step
+from tests.mfa_support import Clock, NewMail, enrol, login_2fa, nonce_from, second_step
 
 SIGNED_IN_PAGES = ("/", "/account/", "/account/sessions", "/account/2fa", "/account/email")
 
@@ -352,11 +352,12 @@ def test_reencrypt_all_moves_every_seed_to_the_newest_key(
 # ------------------------------------------------------ the credential's own streak
 @pytest.mark.settings(lockout_threshold=3, lockout_max_failures=4)
 def test_only_a_right_code_ends_the_code_streak_and_at_the_maximum_totp_is_off(
-    app: Flask, enrolled: str, clock: Clock
+    app: Flask, enrolled: str, clock: Clock, outbox: Outbox
 ) -> None:
     """Wrong codes count on the TOTP credential wherever they are entered; a right code
-    resets the count; at the maximum no TOTP code is accepted, right or wrong, and a
-    recovery code still is (and turns TOTP back on)."""
+    resets the count; at the maximum no TOTP code is accepted, right or wrong, the owner is
+    told once, and a recovery code is still accepted (and turns TOTP back on)."""
+    notices = NewMail(outbox)
     with app.app_context():
         alice = db.session.scalars(select(User).where(User.email == "alice@example.com")).one()
         actor = Actor.system()
@@ -375,6 +376,8 @@ def test_only_a_right_code_ends_the_code_streak_and_at_the_maximum_totp_is_off(
         credential = db.session.get(TotpCredential, alice.id, populate_existing=True)
         assert credential is not None
         assert credential.failed_codes == 5
+        told = [m["Subject"] for m in notices.messages()]
+        assert told == ["Codes from your authenticator app no longer work"]
 
         codes = mfa.regenerate_recovery_codes(alice, actor)
         assert mfa.verify_second_factor(alice, codes[0], actor) is mfa.Factor.RECOVERY_CODE

@@ -33,6 +33,7 @@ from flask import current_app
 from sqlalchemy import delete, func, select, update
 
 from bastion.accounts.models import RecoveryCode, TotpCredential, User
+from bastion.accounts.notifications import Notice, notify
 from bastion.audit import Actor, EventTag, record, record_failure
 from bastion.core.clock import utcnow
 from bastion.core.db import db
@@ -204,6 +205,13 @@ def verify_second_factor(user: User, code: str, actor: Actor) -> Factor | None:
         streak = _count_wrong_code(user.id)
         details = {"streak": streak, "totp_off": streak >= _max_code_failures()}
         record_failure(EventTag.MFA_VERIFY, actor, target=user.email, details=details)
+        if streak == _max_code_failures():  # exactly one request sees the count reach it
+            notify(
+                current_app.extensions["bastion.mailer"],
+                to=user.email,
+                notice=Notice.TOTP_CODES_OFF,
+                public_url=current_app.extensions["bastion.settings"].public_url,
+            )
         return None
     db.session.execute(
         update(TotpCredential)

@@ -26,6 +26,7 @@ class Notice(StrEnum):
     MFA_DISABLED = "mfa_disabled"
     RECOVERY_CODES = "recovery_codes"
     EMAIL_CHANGED = "email_changed"
+    TOTP_CODES_OFF = "totp_codes_off"
 
 
 _TEXT: dict[Notice, tuple[str, str]] = {
@@ -50,6 +51,14 @@ _TEXT: dict[Notice, tuple[str, str]] = {
     Notice.RECOVERY_CODES: (
         "New recovery codes for Bastion",
         "New recovery codes were created for your Bastion account; the old ones no longer work.",
+    ),
+    Notice.TOTP_CODES_OFF: (
+        "Codes from your authenticator app no longer work",
+        "After too many wrong two-factor codes in a row, codes from your authenticator app "
+        "no longer work for your Bastion account. Sign in with one of your recovery codes "
+        "to turn them back on, or ask your administrator to reset two-factor "
+        "authentication. Whoever entered those codes knows your password or can read "
+        "this mailbox.",
     ),
     Notice.EMAIL_CHANGED: (
         "Your Bastion email address was changed",
