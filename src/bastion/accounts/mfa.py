@@ -202,10 +202,10 @@ def verify_second_factor(user: User, code: str, actor: Actor) -> Factor | None:
     else:
         factor = Factor.RECOVERY_CODE if use_recovery_code(user, cleaned, actor) else None
     if factor is None:
-        streak = _count_wrong_code(user.id)
-        details = {"streak": streak, "totp_off": streak >= _max_code_failures()}
+        streak, maximum = _count_wrong_code(user.id), _max_code_failures()
+        details = {"streak": streak, "totp_off": streak >= maximum}
         record_failure(EventTag.MFA_VERIFY, actor, target=user.email, details=details)
-        if streak == _max_code_failures():  # exactly one request sees the count reach it
+        if streak == maximum:  # exactly one request sees the count reach it
             notify(
                 current_app.extensions["bastion.mailer"],
                 to=user.email,
